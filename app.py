@@ -1,7 +1,34 @@
-"""Streamlit entry point (placeholder until the pages land)."""
+"""Streamlit entry point: page config, one warm-up per process, the shared sidebar, navigation.
+
+Run with ``streamlit run app.py``. Every page lives in ``pages/`` and calls ``etr_core``; no
+algorithm lives in a page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="Ellipsoidal trust regions", layout="wide")
-st.title("Ellipsoidal trust-region methods")
-st.write("Interactive pages on adaptive methods as trust-region methods are coming.")
+from ui.common import render_sidebar, warm_up
+from ui.registry import PAGES
+
+ROOT = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="Ellipsoidal trust regions", page_icon="🥚", layout="wide")
+
+with st.spinner("Loading PyTorch (once per server process)..."):
+    warm_up()
+
+sections: dict[str, list] = {}
+for entry in PAGES:
+    if not (ROOT / entry.path).exists():
+        continue
+    sections.setdefault(entry.section, []).append(
+        st.Page(entry.path, title=entry.title, icon=entry.icon, url_path=entry.url_path,
+                default=entry.url_path == "home")
+    )
+
+navigation = st.navigation(sections)
+render_sidebar()
+navigation.run()
