@@ -1,0 +1,526 @@
+"""First-order methods on 2-D problems and their implicit trust regions (paper section 3.1).
+
+Every preconditioned gradient step ``s_t = -eta_t A_t^{-1} q_t`` (Eq. 4) minimises the linear model
+``q_t^T s`` over the ellipse ``||s||_{A_t} <= eta_t ||q_t||_{A_t^{-1}}`` (Theorem 1, Eq. 5). Each run
+records, per step, the centre ``w_t``, the shape matrix ``A_t`` (2x2), the model gradient ``q_t`` and
+the radius, so the app can draw the ellipse and check Theorem 1 at any iterate.
+
+Methods (``A_t`` is the matrix of the *constraint*, so for Adagrad it is Corollary 1's square root):
+
+=================  ===================================================  ===================
+name               ``A_t``                                              ``q_t``
+=================  ===================================================  ===================
+``gd``             ``I``                                                ``g_t``
+``adagrad``        ``diag(sqrt(sum_{i<=t} g_i^2 + eps))``  (Eq. 2)      ``g_t``
+``adagrad_full``   ``(sum_{i<=t} g_i g_i^T + eps I)^{1/2}`` (Eq. 2)     ``g_t``
+``rmsprop``        ``diag(sqrt(EMA_beta(g^2) + eps))``      (Eq. 3)     ``g_t``
+``adam``           ``diag(sqrt(vhat_t + eps))``  (bias-corrected EMA)   ``mhat_t`` (momentum)
+``tr_sphere``      ``I``, radius ``Delta_t`` from Algorithm 1 (Fig. 5)  ``g_t``
+``tr_adagrad``     Adagrad diagonal, radius ``Delta_t``     (Fig. 5)    ``g_t``
+=================  ===================================================  ===================
+
+The two ``tr_*`` methods are the first-order trust-region methods of appendix B (Fig. 5): Algorithm 1
+with the linear model, driven by ``etr_core.minimize``. For Adam the implicit trust region is the one
+of the linear model built with the momentum ``mhat_t`` (the remark after Corollary 1).
+
+Divergence (an iterate overflowing, or ``f`` growing beyond ``DIVERGENCE_GROWTH * f(w_0)``) ends a run
+early and is reported in ``Trajectory.message``; nothing is raised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from etr_core._validation import check_choice, check_int, check_open_interval, check_positive
+
+__all__ = [
+    "ADAPTIVE_METHODS",
+    "DIVERGENCE_GROWTH",
+    "METHOD_LABELS",
+    "METHOD_NAMES",
+    "TR_DEFAULTS",
+    "TR_METHODS",
+    "BatchResult",
+    "Problem2D",
+    "Theorem1Check",
+    "Trajectory",
+    "check_theorem1",
+    "run_batch",
+    "run_method",
+]
+
+ADAPTIVE_METHODS = ("gd", "adagrad", "adagrad_full", "rmsprop", "adam")
+TR_METHODS = ("tr_sphere", "tr_adagrad")
+METHOD_NAMES = ADAPTIVE_METHODS + TR_METHODS
+METHOD_LABELS = {
+    "gd": "GD",
+    "adagrad": "Adagrad (diagonal)",
+    "adagrad_full": "Adagrad (full matrix)",
+    "rmsprop": "RMSProp",
+    "adam": "Adam",
+    "tr_sphere": "1st-order TR (sphere)",
+    "tr_adagrad": "1st-order TR (Adagrad ellipse)",
+}
+DIVERGENCE_GROWTH = 1.0e4
+_TR_ELLIPSOID = {"tr_sphere": "first_order_tr_uniform", "tr_adagrad": "first_order_tr_adagrad"}
+# Paper Table 1 rules for the first-order TR methods (D6.5 of the reference numbers).
+# Below this gradient norm the scalar products of the Theorem 1 step underflow: the run stops there.
+_STATIONARY_GRAD = 1e-140
+TR_DEFAULTS = {"max_radius": 10.0, "eta1": 1e-4, "eta2": 0.95, "gamma1": 1.1, "gamma2": 1.5}
+
+
+class Problem2D(Protocol):
+    """What a method needs from a problem: batched ``value`` and ``grad`` (numpy float64)."""
+
+    def value(self, w: np.ndarray) -> Any: ...
+
+    def grad(self, w: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Trajectory:
+    """One run: ``k + 1`` iterates and, for each of the ``k`` steps, its implicit trust region.
+
+    ``k`` equals ``n_iter`` unless the run diverged (then ``diverged_at`` is the iteration at which it
+    was detected and ``message`` says why). For step ``t`` the trust region is
+    ``{w_t + s : s^T A_t s <= radii[t]^2}`` with ``A_t = shapes[t]`` and the linear model
+    ``q_t^T s`` with ``q_t = model_gradients[t]``; ``steps[t]`` is the proposed step (for TR methods a
+    rejected one leaves ``w_{t+1} = w_t``).
+    """
+
+    method: str
+    label: str
+    lr: float
+    n_iter: int
+    iterates: np.ndarray
+    values: np.ndarray
+    gradients: np.ndarray
+    model_gradients: np.ndarray
+    shapes: np.ndarray
+    radii: np.ndarray
+    step_sizes: np.ndarray
+    steps: np.ndarray
+    accepted: np.ndarray
+    diverged_at: int | None = None
+    message: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+    @property
+    def centres(self) -> np.ndarray:
+        """``w_t`` of every step (the trust-region centres)."""
+        return self.iterates[:-1]
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps)
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_method(method: str) -> str:
+    return check_choice("method", method, METHOD_NAMES)
+
+
+def _check_starts(starts: Any) -> np.ndarray:
+    W0 = np.asarray(starts, dtype=np.float64)
+    if W0.ndim == 1:
+        W0 = W0[None, :]
+    if W0.ndim != 2 or W0.shape[1] != 2:
+        raise ValueError(f"starting points must have shape (2,) or (B, 2), got {W0.shape}")
+    if not np.all(np.isfinite(W0)):
+        raise ValueError("starting points must be finite")
+    return W0
+
+
+def _check_options(method: str, options: dict) -> dict:
+    allowed = {
+        "gd": set(),
+        "adagrad": {"eps"},
+        "adagrad_full": {"eps"},
+        "rmsprop": {"eps", "beta"},
+        "adam": {"eps", "beta1", "beta2"},
+        "tr_sphere": set(TR_DEFAULTS),
+        "tr_adagrad": set(TR_DEFAULTS) | {"eps"},
+    }[method]
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"unexpected option(s) for method {method!r}: {sorted(unknown)}; "
+                        f"allowed: {sorted(allowed)}")
+    out = dict(options)
+    if "eps" in out:
+        out["eps"] = check_positive("eps", out["eps"])
+    for name in ("beta", "beta1", "beta2"):
+        if name in out:
+            out[name] = check_open_interval(name, out[name], 0.0, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the preconditioned methods, vectorised over a batch of starting points
+
+
+def _sqrt_psd_plus_eps(G: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(G + eps I)^{1/2}`` for stacked PSD ``G``: returns the root, its eigenvalues and vectors.
+
+    Eigenvalues of ``G`` are clamped at 0 first: rounding can make the null direction of a rank-one
+    ``G`` slightly negative, larger in magnitude than ``eps``.
+    """
+    lam, V = np.linalg.eigh(G)
+    root_lam = np.sqrt(np.maximum(lam, 0.0) + eps)
+    return np.einsum("bij,bj,bkj->bik", V, root_lam, V), root_lam, V
+
+
+def _run_adaptive(problem: Problem2D, method: str, lr: float, n_iter: int, W0: np.ndarray,
+                  opts: dict) -> dict[str, np.ndarray]:
+    B = len(W0)
+    eps = opts.get("eps", 1e-10)
+    beta = opts.get("beta", 0.9)
+    beta1, beta2 = opts.get("beta1", 0.9), opts.get("beta2", 0.999)
+    W = np.full((B, n_iter + 1, 2), np.nan)
+    F = np.full((B, n_iter + 1), np.nan)
+    Gs = np.full((B, n_iter, 2), np.nan)
+    Qs = np.full((B, n_iter, 2), np.nan)
+    As = np.full((B, n_iter, 2, 2), np.nan)
+    R = np.full((B, n_iter), np.nan)
+    S = np.full((B, n_iter, 2), np.nan)
+    W[:, 0] = W0
+    F[:, 0] = problem.value(W0)
+    threshold = DIVERGENCE_GROWTH * np.maximum(F[:, 0], np.finfo(np.float64).tiny)
+    alive = np.ones(B, dtype=bool)
+    diverged_at = np.full(B, -1)
+    acc = np.zeros((B, 2, 2)) if method == "adagrad_full" else np.zeros((B, 2))
+    mom = np.zeros((B, 2))
+    eye = np.eye(2)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for t in range(n_iter):
+            w = W[:, t]
+            g = problem.grad(w)
+            q = g
+            if method == "gd":
+                A = np.broadcast_to(eye, (B, 2, 2)).copy()
+                A_inv_q = q.copy()
+            elif method == "adagrad":
+                acc = acc + g * g
+                d = np.sqrt(acc + eps)
+                A, A_inv_q = d[:, :, None] * eye, q / d
+            elif method == "rmsprop":
+                acc = beta * acc + (1.0 - beta) * g * g
+                d = np.sqrt(acc + eps)
+                A, A_inv_q = d[:, :, None] * eye, q / d
+            elif method == "adam":
+                mom = beta1 * mom + (1.0 - beta1) * g
+                acc = beta2 * acc + (1.0 - beta2) * g * g
+                q = mom / (1.0 - beta1 ** (t + 1))
+                d = np.sqrt(acc / (1.0 - beta2 ** (t + 1)) + eps)
+                A, A_inv_q = d[:, :, None] * eye, q / d
+            else:  # adagrad_full
+                acc = acc + g[:, :, None] * g[:, None, :]
+                safe = np.where(np.isfinite(acc), acc, 0.0)
+                A, root_lam, V = _sqrt_psd_plus_eps(safe, eps)
+                A_inv_q = np.einsum("bij,bj,bkj,bk->bi", V, 1.0 / root_lam, V, q)
+            s = -lr * A_inv_q
+            radius = lr * np.sqrt(np.maximum(np.einsum("bi,bi->b", q, A_inv_q), 0.0))
+            w_new = w + s
+            f_new = problem.value(w_new)
+            finite = np.all(np.isfinite(w_new), axis=1) & np.isfinite(f_new)
+            bad = alive & (~finite | (f_new > threshold))
+            rec = alive.copy()
+            Gs[rec, t], Qs[rec, t], As[rec, t] = g[rec], q[rec], A[rec]
+            R[rec, t], S[rec, t] = radius[rec], s[rec]
+            keep = alive & finite
+            W[keep, t + 1], F[keep, t + 1] = w_new[keep], f_new[keep]
+            diverged_at[bad] = t + 1
+            alive &= ~bad
+            if not alive.any():
+                break
+    return {"W": W, "F": F, "G": Gs, "Q": Qs, "A": As, "R": R, "S": S, "diverged_at": diverged_at}
+
+
+# --------------------------------------------------------------------------------------------------
+# first-order trust-region methods (Fig. 5) through etr_core
+
+
+def _run_tr_single(problem: Problem2D, method: str, radius0: float, n_iter: int, w0: np.ndarray,
+                   opts: dict) -> dict[str, np.ndarray]:
+    """Algorithm 1 with the linear model ``m^1(s) = f + g^T s`` (appendix B, footnote 7) through
+    ``etr_core.minimize`` (``first_order_tr_uniform`` / ``first_order_tr_adagrad``), whose history
+    gives each iteration's centre, ellipsoid diagonal, radius, step and acceptance."""
+    import torch
+
+    from etr_core.minimize import minimize
+
+    rules = {**TR_DEFAULTS, **{k: v for k, v in opts.items() if k in TR_DEFAULTS}}
+    if radius0 > rules["max_radius"]:
+        raise ValueError(f"lr (the initial radius) must be <= max_radius = {rules['max_radius']!r}, "
+                         f"got {radius0!r}")
+    extra = {"eps": opts["eps"]} if "eps" in opts else {}
+    result = minimize(_torch_objective(problem), torch.as_tensor(np.asarray(w0, dtype=np.float64)),
+                      method=_TR_ELLIPSOID[method], rule="paper", gtol=_STATIONARY_GRAD, max_iter=n_iter,
+                      radius=radius0, **rules, **extra)
+    W = np.full((n_iter + 1, 2), np.nan)
+    F = np.full(n_iter + 1, np.nan)
+    A = np.full((n_iter, 2, 2), np.nan)
+    R = np.full(n_iter, np.nan)
+    S = np.full((n_iter, 2), np.nan)
+    accepted = np.zeros(n_iter, dtype=bool)
+    k = len(result.history)
+    for t, rec in enumerate(result.history):
+        W[t] = rec["x"].numpy()
+        F[t] = rec["f"]
+        A[t] = np.diag(rec["m"].numpy().astype(np.float64))
+        R[t] = rec["radius_before"]
+        S[t] = rec["step"].numpy()
+        accepted[t] = bool(rec["accepted"])
+    W[k] = result.x.numpy()
+    F[k] = result.fun
+    if k < n_iter:
+        # Stopped at a (numerically) stationary point: the iterate stays put, no step is taken.
+        W[k + 1:], F[k + 1:] = W[k], F[k]
+        A[k:] = A[k - 1] if k > 0 else np.eye(2)
+        R[k:] = R[k - 1] if k > 0 else radius0
+        S[k:] = 0.0
+    G = np.asarray(problem.grad(W[:n_iter]), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dual = np.sqrt(np.einsum("ti,tii,ti->t", G, 1.0 / np.where(np.isfinite(A), A, 1.0), G))
+        eta = np.where(dual > 0, R / dual, np.nan)
+    return {"W": W, "F": F, "G": G, "Q": G.copy(), "A": A, "R": R, "S": S, "diverged_at": np.asarray(-1),
+            "step_sizes": eta, "accepted": accepted}
+
+
+def _torch_objective(problem: Problem2D):
+    torch_fun = getattr(problem, "torch_fun", None)
+    if torch_fun is None:
+        raise TypeError(f"the first-order TR methods need a problem with a torch_fun(), got "
+                        f"{type(problem).__name__}")
+    return torch_fun()
+
+
+# --------------------------------------------------------------------------------------------------
+# public entry points
+
+
+def _divergence_message(problem: Problem2D, method: str, lr: float, t: int, f0: float, f_t: float) -> str:
+    label = METHOD_LABELS[method]
+    L = getattr(problem, "L", None)
+    if method == "gd" and L is not None and lr * L > 2.0:
+        return f"{label} diverged at iteration {t}: step size above 2/L = {2.0 / L:.4g} (η = {lr:.4g})"
+    if not math.isfinite(f_t):
+        return f"{label} diverged at iteration {t}: the iterate overflowed (f is not finite)"
+    return (f"{label} diverged at iteration {t}: f grew from {f0:.3g} to {f_t:.3g} "
+            f"(more than {DIVERGENCE_GROWTH:g} × f(w₀)); step size η = {lr:.4g} is too large")
+
+
+def run_method(problem: Problem2D, method: str, lr: float, n_iter: int, w0: Sequence[float],
+               **options: Any) -> Trajectory:
+    """Run ``method`` for ``n_iter`` steps from ``w0`` and return its trajectory with implicit trust regions.
+
+    ``lr`` is the step size ``eta`` (Eq. 4) for ``gd``, ``adagrad``, ``adagrad_full``, ``rmsprop`` and
+    ``adam``, and the initial radius ``Delta_0`` for ``tr_sphere`` and ``tr_adagrad`` (Algorithm 1 with
+    the linear model, appendix B). Options: ``eps`` (all adaptive methods, default 1e-10), ``beta``
+    (RMSProp, 0.9), ``beta1``/``beta2`` (Adam, 0.9/0.999); TR rules ``max_radius``, ``eta1``, ``eta2``,
+    ``gamma1``, ``gamma2`` (paper Table 1 defaults).
+    """
+    method = _check_method(method)
+    lr = check_positive("lr", lr)
+    n_iter = check_int("n_iter", n_iter, minimum=0, maximum=100_000)
+    opts = _check_options(method, options)
+    W0 = _check_starts(w0)
+    if len(W0) != 1:
+        raise ValueError(f"w0 must be one point of shape (2,), got shape {np.asarray(w0).shape}")
+    if method in TR_METHODS:
+        out = _run_tr_single(problem, method, lr, n_iter, W0[0], opts)
+        step_sizes = out["step_sizes"]
+        accepted = out["accepted"]
+    else:
+        out = {k: v[0] for k, v in _run_adaptive(problem, method, lr, n_iter, W0, opts).items()}
+        step_sizes = np.full(n_iter, lr)
+        accepted = np.ones(n_iter, dtype=bool)
+    diverged_at = int(out["diverged_at"])
+    k = n_iter if diverged_at < 0 else diverged_at
+    finite_iterates = int(np.all(np.isfinite(out["W"][: k + 1]), axis=1).sum())
+    n_pts = min(k + 1, finite_iterates)
+    n_steps = n_pts - 1
+    message = None
+    notes: list[str] = []
+    if diverged_at >= 0:
+        f_t = float(out["F"][diverged_at]) if diverged_at < len(out["F"]) else math.inf
+        message = _divergence_message(problem, method, lr, diverged_at, float(out["F"][0]), f_t)
+    L = getattr(problem, "L", None)
+    if method == "gd" and L is not None and lr * L > 2.0 and diverged_at < 0:
+        notes.append(f"step size η = {lr:.4g} is above 2/L = {2.0 / L:.4g}: GD is unstable on this "
+                     f"quadratic and diverges given enough iterations")
+    return Trajectory(
+        method=method,
+        label=METHOD_LABELS[method],
+        lr=lr,
+        n_iter=n_iter,
+        iterates=out["W"][:n_pts].copy(),
+        values=out["F"][:n_pts].copy(),
+        gradients=out["G"][:n_steps].copy(),
+        model_gradients=out["Q"][:n_steps].copy(),
+        shapes=out["A"][:n_steps].copy(),
+        radii=out["R"][:n_steps].copy(),
+        step_sizes=np.asarray(step_sizes[:n_steps], dtype=np.float64).copy(),
+        steps=out["S"][:n_steps].copy(),
+        accepted=np.asarray(accepted[:n_steps], dtype=bool).copy(),
+        diverged_at=None if diverged_at < 0 else diverged_at,
+        message=message,
+        notes=tuple(notes),
+    )
+
+
+@dataclass
+class BatchResult:
+    """Values ``f(w_t)`` of many runs, ``(B, n_iter + 1)``; NaN after a run diverged."""
+
+    method: str
+    values: np.ndarray
+    diverged_at: np.ndarray
+
+
+def run_batch(problem: Problem2D, method: str, lr: float, n_iter: int, starts: np.ndarray,
+              **options: Any) -> BatchResult:
+    """``f(w_t)`` of ``method`` from each of ``starts`` ``(B, 2)``: vectorised for the preconditioned
+    methods, one ``etr_core.minimize``-style run per start for the TR methods. Used for Fig. 1 bottom."""
+    method = _check_method(method)
+    lr = check_positive("lr", lr)
+    n_iter = check_int("n_iter", n_iter, minimum=0, maximum=100_000)
+    opts = _check_options(method, options)
+    W0 = _check_starts(starts)
+    if method in TR_METHODS:
+        rows, div = [], []
+        for w0 in W0:
+            out = _run_tr_single(problem, method, lr, n_iter, w0, opts)
+            rows.append(out["F"])
+            div.append(int(out["diverged_at"]))
+        F, diverged_at = np.stack(rows), np.asarray(div)
+    else:
+        out = _run_adaptive(problem, method, lr, n_iter, W0, opts)
+        F, diverged_at = out["F"], out["diverged_at"]
+    F = F.copy()
+    for b, t in enumerate(diverged_at):
+        if t >= 0:
+            F[b, t:] = np.nan
+    return BatchResult(method=method, values=F, diverged_at=diverged_at)
+
+
+# --------------------------------------------------------------------------------------------------
+# Theorem 1, checked at one iterate
+
+
+@dataclass(frozen=True)
+class Theorem1Check:
+    """Theorem 1 at step ``t`` of a run: the method's step next to two independent solutions of
+    ``min q^T s  s.t.  ||s||_A <= r`` (Eq. 5) and the KKT residual of Eq. 14 with ``lambda = ||q||_{A^-1}``.
+
+    ``closed_form_step`` is ``-r A^-1 q / ||q||_{A^-1}`` solved through a Cholesky factor of ``A``;
+    ``boundary_search_step`` minimises ``q^T s`` over ``n_boundary`` points ``s = r C^-T (cos phi, sin phi)``
+    of the ellipse's boundary (``A = C C^T``), refined by a bounded scalar search around the best one.
+    """
+
+    method: str
+    iteration: int
+    centre: np.ndarray
+    model_gradient: np.ndarray
+    shape: np.ndarray
+    step_size: float
+    radius: float
+    method_step: np.ndarray
+    closed_form_step: np.ndarray
+    boundary_search_step: np.ndarray
+    n_boundary: int
+    method_model_change: float
+    boundary_search_model_change: float
+    step_norm_A: float
+    multiplier: float
+    kkt_residual: float
+    closed_form_error: float
+    boundary_search_error: float
+
+    @property
+    def holds(self) -> bool:
+        """True when the method's step is feasible with ``||s||_A = r``, no boundary point has a lower
+        model value, the closed form agrees to rounding (scaled by ``cond(A)``) and KKT holds."""
+        tiny = np.finfo(np.float64).tiny
+        size = max(float(np.linalg.norm(self.closed_form_step)), tiny)
+        cond = float(np.linalg.cond(self.shape))
+        decrease = abs(self.method_model_change)
+        rel = max(1e-9, 1e-14 * cond)    # rounding in A^-1 grows with the ellipse's aspect ratio
+        return bool(
+            abs(self.step_norm_A - self.radius) <= rel * max(self.radius, tiny)
+            and self.method_model_change <= self.boundary_search_model_change + rel * decrease
+            and self.closed_form_error <= rel * size
+            and self.kkt_residual <= rel * max(float(np.linalg.norm(self.model_gradient)), tiny)
+        )
+
+
+def check_theorem1(trajectory: Trajectory, iteration: int, n_boundary: int = 4096) -> Theorem1Check:
+    """Check Theorem 1 (Eq. 4-5; Corollary 1 for the square-root preconditioners) at one step.
+
+    Uses the recorded ``A_t``, ``q_t`` and radius; solves the linear-model trust-region problem by the
+    closed form and by a dense search over the ellipse's boundary, and evaluates the KKT condition
+    ``q + lambda A s / ||s||_A = 0`` (Eq. 14) at the method's step.
+    """
+    from scipy.optimize import minimize_scalar
+
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(f"trajectory must be a Trajectory, got {type(trajectory).__name__}")
+    n = trajectory.n_steps
+    if n == 0:
+        raise ValueError("trajectory has no steps to check")
+    t = check_int("iteration", iteration, minimum=0, maximum=n - 1)
+    n_boundary = check_int("n_boundary", n_boundary, minimum=16, maximum=10_000_000)
+    q = trajectory.model_gradients[t].astype(np.float64)
+    A = trajectory.shapes[t].astype(np.float64)
+    r = float(trajectory.radii[t])
+    s = trajectory.steps[t].astype(np.float64)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(A)) and math.isfinite(r)) or not np.any(q):
+        raise ValueError(f"step {t} has a zero or non-finite gradient; Theorem 1 needs g_t != 0")
+    C = np.linalg.cholesky(A)
+    y = np.linalg.solve(C, q)                      # C^-1 q, so ||q||_{A^-1} = ||y||
+    dual = float(np.linalg.norm(y))
+    closed = -r * np.linalg.solve(C.T, y) / dual
+
+    def boundary_point(phi: float) -> np.ndarray:
+        return r * np.linalg.solve(C.T, np.array([math.cos(phi), math.sin(phi)]))
+
+    phis = np.linspace(0.0, 2.0 * math.pi, n_boundary, endpoint=False)
+    pts = r * np.linalg.solve(C.T, np.stack([np.cos(phis), np.sin(phis)]))   # (2, n)
+    best = int(np.argmin(q @ pts))
+    h = 2.0 * math.pi / n_boundary
+    res = minimize_scalar(lambda phi: float(q @ boundary_point(phi)), bounds=(phis[best] - h, phis[best] + h),
+                          method="bounded", options={"xatol": 1e-13})
+    dense = boundary_point(float(res.x))
+    s_norm = float(math.sqrt(max(s @ A @ s, 0.0)))
+    kkt = q + dual * (A @ s) / s_norm if s_norm > 0 else q
+    return Theorem1Check(
+        method=trajectory.method,
+        iteration=t,
+        centre=trajectory.iterates[t].copy(),
+        model_gradient=q,
+        shape=A,
+        step_size=float(trajectory.step_sizes[t]),
+        radius=r,
+        method_step=s,
+        closed_form_step=closed,
+        boundary_search_step=dense,
+        n_boundary=n_boundary,
+        method_model_change=float(q @ s),
+        boundary_search_model_change=float(q @ dense),
+        step_norm_A=s_norm,
+        multiplier=dual,
+        kkt_residual=float(np.linalg.norm(kkt)),
+        closed_form_error=float(np.linalg.norm(s - closed)),
+        boundary_search_error=float(np.linalg.norm(s - dense)),
+    )
