@@ -130,10 +130,23 @@ def _chart_points(page) -> int:
     )
 
 
+def _watch(page) -> list[str]:
+    """Collect page errors, console errors and failed HTTP responses (with their URLs)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("requestfailed", lambda r: errors.append(f"{r.url} {r.failure}"))
+    page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+    return errors
+
+
 def _assert_clean(page, errors: list[str], name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0, f"{name}: the page shows an exception"
     real = [e for e in errors if not any(b in e for b in BENIGN_ERRORS)]
+    # Chromium's console line for a failed resource has no URL; the HTTP entry above has it.
+    if not any(e.startswith("HTTP ") for e in real):
+        real = [e for e in real if not e.startswith("Failed to load resource")]
     assert not real, f"{name}: browser console errors: {real}"
 
 
@@ -145,10 +158,7 @@ def test_page_draws_and_toggle_round_trips(server: str, browser, entry) -> None:
     if not (ROOT / entry.path).exists():
         pytest.fail(f"page file {entry.path} is listed in ui/registry.py but missing")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("requestfailed", lambda r: errors.append(f"{r.url} {r.failure}"))
+    errors = _watch(page)
     try:
         page.goto(f"{server}/{entry.url_path}", wait_until="domcontentloaded")
         page.wait_for_selector(CHART, timeout=180_000)
@@ -166,8 +176,7 @@ def test_page_draws_and_toggle_round_trips(server: str, browser, entry) -> None:
 
 def test_home_page_links_every_page(server: str, browser) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    errors = _watch(page)
     try:
         page.goto(server, wait_until="domcontentloaded")
         page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=120_000)
@@ -185,9 +194,7 @@ def test_live_training_start_grows_chart_then_stop(server: str, browser) -> None
     if not (ROOT / entry.path).exists():
         pytest.fail("pages/live_training.py is missing")
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    errors = _watch(page)
     try:
         page.goto(f"{server}/{entry.url_path}", wait_until="domcontentloaded")
         start = page.get_by_role("button", name="Start")

@@ -1,0 +1,254 @@
+"""Preconditioned Steihaug-Toint conjugate gradients in the M-norm (paper Eq. 8, 36, appendix B.2).
+
+The same diagonal ``m`` is the trust-region norm and the CG preconditioner. That is what makes the
+M-norms of the iterates increase monotonically (Steihaug's theorem in the variables
+``M^{1/2} s``), so the first iterate to leave the region marks the boundary crossing.
+
+Cost per iteration: one Hessian-vector product, about eight passes over length-d vectors in
+preallocated buffers, and one host read (curvature, new ``r^T M^-1 r`` and ``||r||^2`` are read
+together). The residual update for iteration k is computed speculatively before that read, so the
+decision "negative curvature / boundary / continue / converged" needs no second read; the work is
+wasted only at the exit iteration.
+
+The model change ``m(s) - m(0)`` is tracked by the CG recurrence ``-1/2 alpha gamma`` (no extra
+Hessian-vector product). The final piece to the boundary uses the exact ``r^T p`` (one dot at the
+exit) instead of assuming ``r^T p = -gamma``. A negative predicted decrease is reported as
+``exit="model_increase"``, never hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from etr_core._validation import check_choice
+from etr_core.subproblem._common import (
+    check_hvp,
+    check_solver_options,
+    diagonal_like,
+    flat_vector,
+    initial_scalars,
+    read_hvp,
+    stop_tolerance,
+    trivial_result,
+)
+from etr_core.subproblem.boundary import boundary_roots
+from etr_core.subproblem.result import (
+    EXIT_BOUNDARY,
+    EXIT_CONVERGED,
+    EXIT_MAX_ITER,
+    EXIT_MODEL_INCREASE,
+    EXIT_NEGATIVE_CURVATURE,
+    EXIT_NONFINITE,
+    EXIT_ZERO_GRADIENT,
+    SubproblemResult,
+)
+
+__all__ = ["STOP_RULES", "steihaug_toint_pcg"]
+
+STOP_RULES = ("residual", "model_decrease")
+ROOTS = ("positive", "best")
+
+
+def steihaug_toint_pcg(
+    g: Tensor,
+    hvp: Callable[[Tensor], Tensor],
+    radius: float,
+    m: Tensor,
+    *,
+    kappa: float = 0.1,
+    theta: float = 0.5,
+    max_iter: int = 50,
+    stop_rule: str = "residual",
+    residual_norm: str = "l2",
+    root: str = "positive",
+    record: bool = False,
+) -> SubproblemResult:
+    """Approximately solve Eq. 8, ``min g^T s + 1/2 s^T B s`` s.t. ``||s||_M <= radius``.
+
+    Preconditioned Steihaug-Toint CG (appendix B.2) with ``M = diag(m)`` as both norm and
+    preconditioner. Stops at the first of:
+
+    * negative curvature ``p^T B p <= 0``: move along ``p`` to the boundary (``root="positive"``:
+      the forward root as in Conn-Gould-Toint Alg. 7.5.1; ``"best"``: whichever boundary root gives
+      the lower model value, compared through scalars, no extra Hessian-vector product);
+    * the next iterate leaves the region: stop on the boundary along ``p``;
+    * ``stop_rule="residual"`` (Eq. 36): ``||r|| <= ||g|| min(kappa, ||g||^theta)``, both norms l2 or
+      both ``M^-1`` (``residual_norm``);
+      ``stop_rule="model_decrease"`` reproduces the rule of the published experiment configurations
+      (not the paper's Eq. 36): from the second iteration on, stop when the last model decrease
+      relative to the total so far is ``<= min(sqrt(||g||_2), kappa)``;
+    * ``max_iter`` iterations (``max_iter=0`` returns the zero step).
+
+    ``g = 0`` returns the zero step with ``exit="zero_gradient"``; a non-finite ``g`` or a
+    Hessian-vector product with NaN/Inf returns the zero step with ``exit="nonfinite"``.
+    ``record=True`` adds one history entry per iterate (``iteration``, ``model_change``,
+    ``step_m_norm`` computed explicitly, ``residual_norm``, ``curvature``, ``alpha``, ``step``: a copy
+    of the iterate; memory O(k d)).
+    """
+    g = flat_vector("g", g)
+    hvp = check_hvp(hvp)
+    radius = check_solver_options(radius, kappa, theta, max_iter, residual_norm)
+    check_choice("stop_rule", stop_rule, STOP_RULES)
+    check_choice("root", root, ROOTS)
+    m = diagonal_like(m, g)
+
+    neg_inv_m, gg, gamma, _ = initial_scalars(g, m)
+    if not (math.isfinite(gg) and math.isfinite(gamma)):
+        return trivial_result(g, EXIT_NONFINITE, record)
+    if gg == 0.0 or gamma == 0.0:  # gamma underflows for denormal gradients
+        return trivial_result(g, EXIT_ZERO_GRADIENT, record)
+
+    tol = stop_tolerance(gg, gamma, kappa, theta, residual_norm)
+    decrease_tol = min(math.sqrt(math.sqrt(gg)), kappa)
+    radius_sq = radius * radius
+
+    s = torch.zeros_like(g)
+    r = g.clone()
+    r_next = torch.empty_like(g)
+    p = g * neg_inv_m           # p_0 = -M^-1 g
+    w = torch.empty_like(g)     # holds -M^-1 r_{k+1}
+    sMs, sMp, pMp = 0.0, 0.0, gamma
+    change = 0.0                # m(s) - m(0)
+    history: list[dict] | None = None
+    if record:
+        history = [_record(0, 0.0, s, m, math.sqrt(gg) if residual_norm == "l2" else math.sqrt(gamma),
+                           None, None)]
+
+    hvp_calls = 0
+    exit_reason = EXIT_MAX_ITER
+    iterations = 0
+    for k in range(max_iter):
+        q = read_hvp(hvp, p)
+        hvp_calls += 1
+        curv_t = torch.dot(p, q)
+        # Speculative residual update with alpha kept on the device: one host read per iteration.
+        torch.addcmul(r, gamma / curv_t, q, out=r_next)
+        torch.mul(r_next, neg_inv_m, out=w)
+        if residual_norm == "l2":
+            curv, neg_gamma_next, rr = torch.stack(
+                [curv_t, torch.dot(r_next, w), torch.dot(r_next, r_next)]
+            ).tolist()
+            gamma_next = -neg_gamma_next
+        else:
+            curv, neg_gamma_next = torch.stack([curv_t, torch.dot(r_next, w)]).tolist()
+            gamma_next = rr = -neg_gamma_next
+        iterations = k + 1
+
+        if not math.isfinite(curv):
+            return _nonfinite(g, hvp_calls, iterations, history)
+
+        if curv <= 0.0:
+            tau, piece = _to_boundary(r, p, curv, sMs, sMp, pMp, radius, root)
+            s.add_(p, alpha=tau)
+            change += piece
+            exit_reason = EXIT_NEGATIVE_CURVATURE
+            if history is not None:
+                history.append(_record(iterations, change, s, m, None, curv, None))
+            break
+
+        alpha = gamma / curv
+        sMs_next = sMs + 2.0 * alpha * sMp + alpha * alpha * pMp
+        if sMs_next >= radius_sq:
+            tau, piece = _to_boundary(r, p, curv, sMs, sMp, pMp, radius, "positive")
+            s.add_(p, alpha=tau)
+            change += piece
+            exit_reason = EXIT_BOUNDARY
+            if history is not None:
+                history.append(_record(iterations, change, s, m, None, curv, tau))
+            break
+
+        if not (math.isfinite(gamma_next) and math.isfinite(rr)):
+            return _nonfinite(g, hvp_calls, iterations, history)
+
+        s.add_(p, alpha=alpha)
+        last_decrease = 0.5 * alpha * gamma
+        previous_change = change
+        change -= last_decrease
+        sMs = sMs_next
+        r, r_next = r_next, r
+        res_norm = math.sqrt(max(rr, 0.0))
+        if history is not None:
+            history.append(_record(iterations, change, s, m, res_norm, curv, alpha))
+
+        if stop_rule == "residual":
+            if res_norm <= tol:
+                exit_reason = EXIT_CONVERGED
+                break
+        elif k >= 1 and last_decrease <= decrease_tol * (-previous_change):
+            exit_reason = EXIT_CONVERGED
+            break
+        if k == max_iter - 1:
+            break
+
+        beta = gamma_next / gamma
+        sMp = beta * (sMp + alpha * pMp)
+        pMp = gamma_next + beta * beta * pMp
+        torch.add(w, p, alpha=beta, out=p)    # p_{k+1} = -M^-1 r_{k+1} + beta p_k
+        gamma = gamma_next
+
+    return _finish(s, m, change, exit_reason, iterations, hvp_calls, history)
+
+
+def _to_boundary(
+    r: Tensor, p: Tensor, curv: float, sMs: float, sMp: float, pMp: float, radius: float, root: str
+) -> tuple[float, float]:
+    """The boundary root along ``p`` and the exact model change ``tau r^T p + 1/2 tau^2 p^T B p``."""
+    rp = float(torch.dot(r, p))
+    lo, hi = boundary_roots(sMs, sMp, pMp, radius)
+    tau = max(hi, 0.0)
+    piece = tau * rp + 0.5 * tau * tau * curv
+    if root == "best":
+        tau_neg = min(lo, 0.0)
+        piece_neg = tau_neg * rp + 0.5 * tau_neg * tau_neg * curv
+        if piece_neg < piece:
+            return tau_neg, piece_neg
+    return tau, piece
+
+
+def _record(
+    iteration: int, change: float, s: Tensor, m: Tensor, res_norm: float | None, curv: float | None,
+    alpha: float | None,
+) -> dict:
+    return {
+        "iteration": iteration,
+        "model_change": change,
+        "step_m_norm": float(torch.dot(s, s * m).sqrt()),
+        "residual_norm": res_norm,
+        "curvature": curv,
+        "alpha": alpha,
+        "step": s.clone(),
+    }
+
+
+def _nonfinite(g: Tensor, hvp_calls: int, iterations: int, history: list[dict] | None) -> SubproblemResult:
+    out = trivial_result(g, EXIT_NONFINITE, history is not None)
+    out.hvp_calls, out.iterations, out.history = hvp_calls, iterations, history
+    return out
+
+
+def _finish(
+    s: Tensor, m: Tensor, change: float, exit_reason: str, iterations: int, hvp_calls: int,
+    history: list[dict] | None,
+) -> SubproblemResult:
+    pred = -change
+    step_m_norm = float(torch.dot(s, s * m).sqrt())
+    on_boundary = exit_reason in (EXIT_BOUNDARY, EXIT_NEGATIVE_CURVATURE)
+    reason = None
+    if not (math.isfinite(pred) and pred >= 0.0):
+        reason, exit_reason = exit_reason, EXIT_MODEL_INCREASE
+    return SubproblemResult(
+        step=s,
+        pred_reduction=pred,
+        exit=exit_reason,
+        iterations=iterations,
+        hvp_calls=hvp_calls,
+        step_m_norm=step_m_norm,
+        history=history,
+        multiplier=None,
+        on_boundary=on_boundary,
+        reason=reason,
+    )
