@@ -6,7 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.frame import ensure_app_frame
 from ui.registry import PAGES
+
+ensure_app_frame()
 
 ROOT = Path(__file__).resolve().parent.parent
 

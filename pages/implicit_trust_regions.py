@@ -22,6 +22,9 @@ from ui.common import (
     url_slider,
     url_toggle,
 )
+from ui.frame import ensure_app_frame
+
+ensure_app_frame()
 
 P = "itr"  # widget-key prefix of this page
 BOUNDS = (-3.3, 3.3, -3.3, 3.3)

@@ -136,7 +136,9 @@ def url_radio(label: str, key: str, options: Sequence[Any], default: Any, **kwar
     return st.radio(label, options=options, key=key, bind="query-params", **kwargs)
 
 
-def url_multiselect(label: str, key: str, options: Sequence[Any], default: Sequence[Any], **kwargs: Any) -> Any:
+def url_multiselect(
+    label: str, key: str, options: Sequence[Any], default: Sequence[Any], **kwargs: Any
+) -> Any:
     """A multiselect bound to the URL; unknown entries are dropped."""
     options = list(options)
     by_text = {str(option): option for option in options}
@@ -171,7 +173,8 @@ def preset_buttons(presets: dict[str, dict[str, Any]], key_prefix: str) -> None:
     """A row of buttons, one per preset; clicking one sets every widget the preset names."""
     columns = st.columns(len(presets))
     for column, (name, values) in zip(columns, presets.items()):
-        column.button(name, key=f"{key_prefix}_{name}", on_click=apply_preset, args=(values,), width="stretch")
+        column.button(name, key=f"{key_prefix}_{name}", on_click=apply_preset, args=(values,),
+                      width="stretch")
 
 
 @st.cache_resource(show_spinner=False)
@@ -184,7 +187,7 @@ def warm_up() -> dict[str, Any]:
     """
     import plotly.graph_objects  # noqa: F401
     import torch
-    import torch._dynamo  # noqa: F401
+    import torch._dynamo
 
     import etr_core  # noqa: F401
 

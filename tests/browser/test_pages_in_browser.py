@@ -163,6 +163,8 @@ def test_page_draws_and_toggle_round_trips(server: str, browser, entry) -> None:
         page.goto(f"{server}/{entry.url_path}", wait_until="domcontentloaded")
         page.wait_for_selector(CHART, timeout=180_000)
         _wait_idle(page)
+        # The shared frame (sidebar with the device) must be there even on a deep link to a fresh server.
+        assert page.get_by_text("Device in use").count() >= 1, f"{entry.url_path}: rendered without the app frame"
         toggles = page.locator('[data-testid="stCheckbox"] label')
         assert toggles.count() >= 1, f"{entry.url_path}: no toggle/checkbox to interact with"
         toggles.first.click()

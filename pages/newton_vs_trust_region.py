@@ -1,0 +1,420 @@
+"""Newton vs trust region (paper appendix B, Figs. 7 and 8): where second-order steps go on a
+non-convex function, and what whole runs from the same start do."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from etr_core.toy.functions import FUNCTION_NAMES, FUNCTIONS, get_function
+from etr_core.toy.local_models import LocalStep, all_local_steps, inertia, rms_diagonal_at
+from etr_core.toy.second_order import compare_runs, iterations_table
+from etr_core.viz.landscape import local_steps_figure, paths_figure, run_history_figure
+from ui.common import (
+    preset_buttons,
+    url_multiselect,
+    url_number,
+    url_radio,
+    url_select_slider,
+    url_selectbox,
+    url_toggle,
+)
+from ui.frame import ensure_app_frame
+
+ensure_app_frame()
+
+RADII = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
+DAMPINGS = [0.0, 0.001, 0.01, 0.1, 0.3, 1.0]
+RATIOS = [0.01, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0, 100.0]
+NORMS = ["spherical", "ellipsoidal: RMSProp diagonal at w", "ellipsoidal: custom diagonal"]
+RUN_CHOICES = ["newton", "tr_uniform", "tr_adagrad", "tr_rms", "gd"]
+RUN_LABELS = {
+    "newton": "Newton",
+    "tr_uniform": "TR_uni",
+    "tr_adagrad": "TR_ada",
+    "tr_rms": "TR_rms",
+    "gd": "GD",
+}
+LEARNING_RATES = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, 1.0]
+ITERATIONS = [5, 10, 20, 50, 100, 200]
+COORD = (-5.0, 5.0)
+GTOL = 1e-6
+
+_SHOW_ALL = {"nvt_show_newton": True, "nvt_show_tr": True, "nvt_show_model": True}
+PRESETS = {
+    "Fig. 7 left": {
+        "nvt_function": "paper",
+        "nvt_w0": 0.1,
+        "nvt_w1": 0.4,
+        "nvt_radius": 0.5,
+        "nvt_norm": NORMS[0],
+        "nvt_show_gn": False,
+        "nvt_show_sfn": False,
+        **_SHOW_ALL,
+    },
+    "Fig. 7 right": {
+        "nvt_function": "paper",
+        "nvt_w0": 1.0,
+        "nvt_w1": 0.2,
+        "nvt_radius": 0.5,
+        "nvt_norm": NORMS[0],
+        "nvt_show_gn": False,
+        "nvt_show_sfn": False,
+        **_SHOW_ALL,
+    },
+    "Fig. 8": {
+        "nvt_function": "paper",
+        "nvt_w0": 1.0,
+        "nvt_w1": 0.05,
+        "nvt_radius": 0.5,
+        "nvt_norm": NORMS[0],
+        "nvt_damping": 0.1,
+        "nvt_show_gn": True,
+        "nvt_show_sfn": True,
+        "nvt_show_newton": True,
+        "nvt_show_tr": False,
+        "nvt_show_model": False,
+    },
+    "Start on the saddle": {
+        "nvt_function": "paper",
+        "nvt_w0": 0.0,
+        "nvt_w1": 0.0,
+        "nvt_radius": 0.5,
+        "nvt_norm": NORMS[0],
+        "nvt_show_gn": False,
+        "nvt_show_sfn": False,
+        **_SHOW_ALL,
+    },
+}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def local_steps(
+    name: str, w: tuple[float, float], radius: float, m: tuple[float, float] | None, damping: float
+) -> dict[str, LocalStep]:
+    return all_local_steps(
+        get_function(name), np.array(w), radius, None if m is None else np.array(m), damping
+    )
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def whole_runs(
+    name: str, w: tuple[float, float], methods: tuple[str, ...], radius: float, lr: float, max_iter: int
+):
+    fn = get_function(name)
+    runs = compare_runs(fn, w, methods, max_iter=max_iter, gtol=GTOL, radius=radius, lr=lr)
+    return runs, iterations_table(runs, fn, gtol=GTOL)
+
+
+def num(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return r"\text{—}"
+    if not math.isfinite(x):
+        return r"\infty" if x > 0 else (r"-\infty" if x < 0 else r"\text{NaN}")
+    text = f"{x:.{digits}g}"
+    if "e" in text:
+        mant, exp = text.split("e")
+        text = rf"{mant}\cdot 10^{{{int(exp)}}}"
+    return text
+
+
+def vec(v: np.ndarray | None) -> str:
+    if v is None:
+        return r"\text{undefined}"
+    return r"\begin{pmatrix}" + r"\\".join(num(float(x)) for x in v) + r"\end{pmatrix}"
+
+
+def mat(a: np.ndarray) -> str:
+    rows = [" & ".join(num(float(x)) for x in row) for row in a]
+    return r"\begin{pmatrix}" + r"\\".join(rows) + r"\end{pmatrix}"
+
+
+def view_box(fn_view: tuple[float, float, float, float], w: np.ndarray) -> tuple[float, float, float, float]:
+    """The function's view, widened (keeping it square-ish) when the chosen point lies outside it."""
+    x0, x1, y0, y1 = fn_view
+    pad = 0.1 * max(x1 - x0, y1 - y0)
+    return (min(x0, w[0] - pad), max(x1, w[0] + pad), min(y0, w[1] - pad), max(y1, w[1] + pad))
+
+
+st.title("Newton vs trust region")
+st.markdown(
+    "**Where does a second-order step go when the function is not convex?** Newton's method jumps to the "
+    "*critical point* of its quadratic model, which may be a maximum or a saddle; a trust-region method "
+    "takes the model's *minimiser* inside a region (paper appendix B, Figs. 7 and 8)."
+)
+
+preset_buttons(PRESETS, "nvt_preset")
+st.caption(
+    "Presets: Fig. 7 left, Newton ascends; Fig. 7 right, Newton is attracted by the saddle; Fig. 8, "
+    "Gauss-Newton and saddle-free Newton (damped, λ = 0.1); a start exactly on the saddle."
+)
+
+col_fn, col_point, col_region = st.columns([1.3, 1, 1.2])
+with col_fn:
+    name = url_selectbox(
+        "Function", "nvt_function", FUNCTION_NAMES, "paper", format_func=lambda n: FUNCTIONS[n].title
+    )
+    damping = url_select_slider(
+        "Damping λ for GN and saddle-free Newton (Eq. 37)", "nvt_damping", DAMPINGS, 0.0
+    )
+with col_point:
+    w0 = url_number("Point w₀", "nvt_w0", *COORD, 0.1, step=0.05, format="%.4f")
+    w1 = url_number("Point w₁", "nvt_w1", *COORD, 0.4, step=0.05, format="%.4f")
+with col_region:
+    radius = url_select_slider("Trust-region radius Δ", "nvt_radius", RADII, 0.5)
+    norm = url_radio("Norm of the region", "nvt_norm", NORMS, NORMS[0])
+    ratio = 1.0
+    if norm == NORMS[2]:
+        ratio = url_select_slider(
+            "m₁ / m₀ (the ellipse is ‖s‖_M = sqrt(m₀s₀² + m₁s₁²) ≤ Δ)", "nvt_ratio", RATIOS, 4.0
+        )
+
+t1, t2, t3, t4, t5 = st.columns(5)
+with t1:
+    show_newton = url_toggle("Show Newton", "nvt_show_newton", True)
+with t2:
+    show_tr = url_toggle("Show TR", "nvt_show_tr", True)
+with t3:
+    show_gn = url_toggle("Show GN", "nvt_show_gn", False)
+with t4:
+    show_sfn = url_toggle("Show SFN", "nvt_show_sfn", False)
+with t5:
+    show_model = url_toggle("Show model", "nvt_show_model", True)
+
+fn = get_function(name)
+w = np.array([float(w0), float(w1)])
+with np.errstate(all="ignore"):
+    g = fn.gradient(w)
+    H = fn.hessian(w)
+if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H)) and math.isfinite(fn.value(w))):
+    st.error(f"f or its derivatives overflow at w = ({w0:g}, {w1:g}); choose a point closer to the origin.")
+    st.stop()
+
+m = None
+if norm == NORMS[1]:
+    m = tuple(float(v) for v in rms_diagonal_at(g))
+elif norm == NORMS[2]:
+    m = (1.0, float(ratio))
+steps = local_steps(name, (float(w0), float(w1)), float(radius), m, float(damping))
+
+shown = {
+    key: step
+    for key, step in steps.items()
+    if {
+        "newton": show_newton,
+        "trust_region": show_tr,
+        "gauss_newton": show_gn,
+        "saddle_free_newton": show_sfn,
+    }[key]
+}
+box = view_box(fn.view, w)
+# Newton and TR share one model (B = H); GN and SFN each have their own.
+model_keys = ["newton"] if (show_newton or show_tr) else []
+model_keys += [key for key in ("gauss_newton", "saddle_free_newton") if key in shown and shown[key].defined]
+models = {key: steps[key] for key in model_keys} if show_model else {}
+region = (float(radius), None if m is None else np.array(m)) if show_tr else None
+fig = local_steps_figure(fn, w, shown, box=box, region=region, models=models)
+st.plotly_chart(fig, key="nvt_local_chart", width="stretch")
+
+newton = steps["newton"]
+tr = steps["trust_region"]
+lam = np.linalg.eigvalsh(H)
+pos, neg, zero = inertia(H)
+grad_norm = float(np.linalg.norm(g))
+outside = [
+    st_.label
+    for st_ in shown.values()
+    if st_.defined and not (box[0] <= st_.target[0] <= box[1] and box[2] <= st_.target[1] <= box[3])
+]
+caption = (
+    f"At w = ({w0:.4g}, {w1:.4g}) on {fn.title}: f(w) = {fn.value(w):.4g}, ‖∇f‖ = {grad_norm:.3g}, "
+    f"Hessian eigenvalues {lam[0]:.3g} and {lam[1]:.3g}."
+)
+if "newton" in models:
+    caption += " Dashed blue: level sets of the Newton model m(s) = f + gᵀs + ½sᵀHs."
+if region is not None:
+    caption += (
+        f" Dashed green: the region ‖s‖₂ ≤ {radius:g}."
+        if m is None
+        else f" Dashed green: the region ‖s‖_M ≤ {radius:g} with M = diag({m[0]:.3g}, {m[1]:.3g})."
+    )
+if outside:
+    caption += f" Off the picture: the {', '.join(outside)} step target(s)."
+st.caption(caption)
+
+if grad_norm == 0.0:
+    kind = (
+        "a saddle"
+        if neg and pos
+        else (
+            "a minimiser"
+            if not neg and not zero
+            else ("a maximiser" if not pos and not zero else "a degenerate point")
+        )
+    )
+    tr_move = (
+        f"the exact trust-region step is the hard case of the subproblem: it moves a full radius "
+        f"along the eigenvector of the most negative eigenvalue ({lam[0]:.3g}) to "
+        f"({tr.target[0]:.3g}, {tr.target[1]:.3g}) and lowers the model by {tr.model_decrease:.3g}"
+        if tr.defined and np.any(tr.step)
+        else "the trust-region step is zero as well"
+    )
+    st.info(
+        f"**The gradient is exactly zero here: w is a stationary point of f ({kind}; Hessian eigenvalues "
+        f"{lam[0]:.3g}, {lam[1]:.3g}).** The Newton step −H⁻¹g is zero, so Newton, gradient descent, "
+        f"Gauss-Newton and saddle-free Newton cannot move (the manifold of attraction of footnote 11). "
+        f"With the model alone, {tr_move}. The whole runs below stop at once because their first test, "
+        f"‖g‖ < tolerance, already holds."
+    )
+
+st.subheader("The numbers at w")
+st.latex(
+    rf"g = \nabla f(w) = {vec(g)},\quad H = \nabla^2 f(w) = {mat(H)},\quad "
+    rf"\lambda(H) = \{{{num(lam[0])},\ {num(lam[1])}\}}"
+)
+if newton.defined:
+    st.latex(
+        rf"s_N = -H^{{-1}} g = {vec(newton.step)},\qquad "
+        rf"g^\top s_N = {num(newton.directional_derivative)}"
+    )
+    change = None if newton.actual_decrease is None else -newton.actual_decrease
+    st.latex(rf"f(w + s_N) - f(w) = {num(change)}\quad\Rightarrow\quad \text{{{newton.kind}}}")
+else:
+    st.latex(rf"H s_N = -g:\ \text{{{newton.kind}}}")
+critical = newton.details.get("model_critical_point", "none")
+st.markdown(
+    f"**Newton step: {newton.kind}.** The model's critical point is a **{critical}** "
+    f"(H has {pos} positive, {neg} negative and {zero} zero eigenvalues). {newton.message}"
+)
+if tr.defined:
+    norm_tex = r"\|s\|_2" if m is None else r"\|s\|_M"
+    m_tex = "" if m is None else rf",\qquad M = \mathrm{{diag}}({num(m[0])}, {num(m[1])})"
+    st.latex(
+        rf"s_{{TR}} = \arg\min_{{{norm_tex} \le {num(radius)}}} m(s) = {vec(tr.step)},\qquad "
+        rf"\lambda^\star = {num(tr.details.get('multiplier'))}{m_tex}"
+    )
+    st.latex(
+        rf"m(0) - m(s_{{TR}}) = {num(tr.model_decrease)},\qquad "
+        rf"f(w) - f(w + s_{{TR}}) = {num(tr.actual_decrease)}"
+    )
+    st.markdown(f"**Trust-region step: {tr.kind}.** {tr.message}")
+gn, sfn = steps["gauss_newton"], steps["saddle_free_newton"]
+if show_gn or show_sfn:
+    parts = []
+    if show_gn:
+        kappa_gn = gn.details.get("undamped_condition_number", math.nan)
+        parts.append(
+            rf"s_{{GN}} = -(J^\top J + {num(damping)} I)^{{-1}} g = {vec(gn.step)},\ "
+            rf"\kappa(J^\top J) = {num(kappa_gn)}"
+        )
+    if show_sfn:
+        parts.append(
+            rf"s_{{SFN}} = -(|H| + {num(damping)} I)^{{-1}} g = {vec(sfn.step)},\ "
+            rf"\kappa(|H|) = {num(abs(lam).max() / abs(lam).min() if abs(lam).min() > 0 else math.inf)}"
+        )
+    for part in parts:
+        st.latex(part)
+    notes = [s.message for s, on in ((gn, show_gn), (sfn, show_sfn)) if on]
+    st.markdown(" ".join(notes))
+    if show_gn and fn.is_least_squares:
+        st.caption(
+            f"Here f is written as ½‖r(w)‖² {fn.residual_offset:+g} and JᵀJ is its Gauss-Newton matrix, with "
+            f"condition number {gn.details.get('undamped_condition_number', math.nan):.4g} at this point. "
+            "The paper's Fig. 8 quotes κ_GN = 49,487,554 and κ_|H| = 1.03 for a Gauss-Newton split it "
+            "does not state, so those two numbers are not reproduced; the ill-conditioning of JᵀJ near "
+            "w₁ = 0 (κ = 1/(2w₁²)) is the same effect."
+            if name == "paper"
+            else f"JᵀJ has condition number {gn.details.get('undamped_condition_number', math.nan):.4g} here."
+        )
+
+if neg and newton.defined:
+    why = (
+        f"**Why.** Here H has a negative eigenvalue ({lam[0]:.3g}): the Newton model is unbounded below and "
+        f"its only critical point is a {critical}, yet Newton solves ∇m(s) = 0 without asking what kind of "
+        f"point that is, so its step is classified *{newton.kind}*. The trust-region step minimises the same "
+        "model over a ball, a problem that always has a solution; it uses the negative curvature instead of "
+        "being pulled by it"
+        + (f", and lowers f by {tr.actual_decrease:.3g} here." if tr.actual_decrease is not None else ".")
+    )
+elif newton.defined and newton.step is not None and np.any(newton.step):
+    length = float(np.linalg.norm(newton.step))
+    why = (
+        f"**Why.** Here H is positive definite, so the Newton step is the model's minimiser, of length "
+        f"{length:.3g}. The trust-region step equals it when it fits in the region (Δ = {radius:g}) and "
+        "otherwise stops on the boundary: far from a minimiser the model is only trusted nearby."
+    )
+else:
+    why = (
+        "**Why.** Newton needs a non-zero gradient and an invertible Hessian; here one of them fails, while "
+        "the trust-region subproblem is solvable for any g and H."
+    )
+why += (
+    " Gauss-Newton and saddle-free Newton make the model convex instead (Fig. 8): no more pull towards the "
+    "saddle, but neither can leave it when the gradient has no component pointing away (footnote 11)."
+)
+st.markdown(why)
+
+st.divider()
+st.subheader("Whole runs from the same start")
+st.markdown(
+    f"Each method starts at w = ({w0:.4g}, {w1:.4g}). The TR runs (Algorithm 1, deterministic, paper rules) "
+    f"start with Δ₀ = {radius:g}; the lines show the iterates, the dotted curves the trust region at each "
+    "iterate."
+)
+r1, r2, r3, r4 = st.columns([2.2, 1, 1, 0.8])
+with r1:
+    methods = url_multiselect(
+        "Methods",
+        "nvt_methods",
+        RUN_CHOICES,
+        ["newton", "tr_uniform", "tr_rms", "gd"],
+        format_func=lambda k: RUN_LABELS[k],
+    )
+with r2:
+    max_iter = url_select_slider("Max iterations", "nvt_iters", ITERATIONS, 50)
+with r3:
+    lr = url_select_slider("GD step size", "nvt_lr", LEARNING_RATES, 0.1)
+with r4:
+    show_regions = url_toggle("Regions", "nvt_regions", True)
+
+if not methods:
+    st.info("Choose at least one method to run.")
+    st.stop()
+runs, table = whole_runs(
+    name, (float(w0), float(w1)), tuple(methods), float(radius), float(lr), int(max_iter)
+)
+st.plotly_chart(
+    paths_figure(fn, runs, box=box, show_regions=show_regions), key="nvt_paths_chart", width="stretch"
+)
+st.plotly_chart(run_history_figure(runs), key="nvt_history_chart", width="stretch")
+st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+
+sentences = []
+for row, run in zip(table, runs.values()):
+    if run.status == "diverged":
+        sentences.append(f"**{row['method']}** diverged: {run.message}")
+    elif run.status == "singular":
+        sentences.append(f"**{row['method']}** stopped: {run.message}")
+    elif row["ended at"] != "—":
+        reached = row["to ‖g‖ ≤ gtol"]
+        when = (
+            f"after {reached} iterations" if reached is not None else f"within {row['iterations']} iterations"
+        )
+        sentences.append(f"**{row['method']}** ended at the {row['ended at']} {when}.")
+    else:
+        sentences.append(
+            f"**{row['method']}** stopped after {row['iterations']} iterations at "
+            f"({run.final_point[0]:.3g}, {run.final_point[1]:.3g}), f = {row['final f']:.4g}."
+        )
+st.markdown(" ".join(sentences))
+if "newton" in runs and runs["newton"].nit:
+    kinds = runs["newton"].exits
+    st.caption(
+        "Newton's steps, classified: "
+        + ", ".join(kinds[:12])
+        + (" …" if len(kinds) > 12 else "")
+        + f". Tolerance: ‖∇f‖ ≤ {GTOL:g}."
+    )

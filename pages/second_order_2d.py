@@ -1,0 +1,242 @@
+"""Second-order trust regions in 2-D (section 4, Algorithm 1): spherical vs ellipsoidal regions on
+tunable quadratics and Rosenbrock, before any neural network."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from etr_core.toy.functions import ToyFunction, get_function, quadratic_function
+from etr_core.toy.quadratics import make_quadratic
+from etr_core.toy.second_order import compare_runs, iterations_table
+from etr_core.viz.landscape import paths_figure, run_history_figure
+from ui.common import (
+    preset_buttons,
+    url_multiselect,
+    url_number,
+    url_radio,
+    url_select_slider,
+    url_slider,
+    url_toggle,
+)
+from ui.frame import ensure_app_frame
+
+ensure_app_frame()
+
+PROBLEMS = ["quadratic", "rosenbrock"]
+PROBLEM_LABELS = {"quadratic": "Quadratic ½(w − w*)ᵀQ(w − w*)", "rosenbrock": "Rosenbrock"}
+KAPPAS = [1, 3, 10, 30, 100, 300, 1000]
+RADII = [0.001, 0.01, 0.1, 1.0, 10.0]
+ITERATIONS = [50, 100, 200, 500, 1000]
+CG_CAPS = [1, 50]
+CG_LABELS = {1: "1 CG step (truncated, as in a network)", 50: "until Eq. 36 holds (≤ 2 steps in 2-D)"}
+METHODS = ["tr_uniform", "tr_adagrad", "tr_rms"]
+LABELS = {"tr_uniform": "TR_uni", "tr_adagrad": "TR_ada", "tr_rms": "TR_rms"}
+QUAD_VIEW = (-2.5, 2.5, -2.5, 2.5)
+COORD = (-2.5, 2.5)
+GTOL = 1e-6
+FTOL = 1e-8
+
+PRESETS = {
+    "Axis-aligned, κ = 100": {
+        "so_problem": "quadratic",
+        "so_kappa": 100,
+        "so_theta": 0,
+        "so_cg": 1,
+        "so_radius": 1.0,
+        "so_w0": 2.0,
+        "so_w1": 1.0,
+        "so_iters": 500,
+    },
+    "Rotated 45°, κ = 100": {
+        "so_problem": "quadratic",
+        "so_kappa": 100,
+        "so_theta": 45,
+        "so_cg": 1,
+        "so_radius": 1.0,
+        "so_w0": 2.0,
+        "so_w1": 1.0,
+        "so_iters": 200,
+    },
+    "Full CG solve": {
+        "so_problem": "quadratic",
+        "so_kappa": 100,
+        "so_theta": 0,
+        "so_cg": 50,
+        "so_radius": 1.0,
+        "so_w0": 2.0,
+        "so_w1": 1.0,
+        "so_iters": 200,
+    },
+    "Rosenbrock": {
+        "so_problem": "rosenbrock",
+        "so_cg": 50,
+        "so_radius": 1.0,
+        "so_w0": -1.2,
+        "so_w1": 1.0,
+        "so_iters": 200,
+    },
+}
+
+
+def build_problem(problem: str, kappa: float, theta: float) -> ToyFunction:
+    if problem == "rosenbrock":
+        return get_function("rosenbrock")
+    q = make_quadratic(kappa, theta)
+    return quadratic_function(q.Q, q.w_star, title=q.describe(), view=QUAD_VIEW)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def runs_for(
+    problem: str,
+    kappa: float,
+    theta: float,
+    w: tuple[float, float],
+    methods: tuple[str, ...],
+    radius: float,
+    cg_cap: int,
+    max_iter: int,
+):
+    fn = build_problem(problem, kappa, theta)
+    runs = compare_runs(
+        fn, w, methods, max_iter=max_iter, gtol=GTOL, radius=radius, tr_options={"max_krylov": cg_cap}
+    )
+    return runs, iterations_table(runs, fn, gtol=GTOL, ftol=FTOL)
+
+
+st.title("Second-order trust regions in 2-D")
+st.markdown(
+    "**Does the shape of the trust region matter for a second-order method?** Algorithm 1 with a sphere "
+    "(TR_uni) and with the Adagrad and RMSProp ellipsoids (TR_ada, TR_rms) on the same problem, from the "
+    "same start: paths, the region at each iterate, and the radius, ρ and CG work per step."
+)
+preset_buttons(PRESETS, "so_preset")
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    problem = url_radio("Problem", "so_problem", PROBLEMS, "quadratic", format_func=PROBLEM_LABELS.get)
+    is_quadratic = problem == "quadratic"
+    kappa = url_select_slider("Condition number κ", "so_kappa", KAPPAS, 100, disabled=not is_quadratic)
+    theta = url_slider("Rotation θ (degrees)", "so_theta", 0, 90, 0, step=5, disabled=not is_quadratic)
+with c2:
+    radius = url_select_slider("Initial radius Δ₀", "so_radius", RADII, 1.0)
+    cg_cap = url_radio("Krylov solver per step", "so_cg", CG_CAPS, 1, format_func=CG_LABELS.get)
+    max_iter = url_select_slider("Max iterations", "so_iters", ITERATIONS, 200)
+with c3:
+    w0 = url_number("Start w₀", "so_w0", *COORD, 2.0, step=0.1, format="%.3f")
+    w1 = url_number("Start w₁", "so_w1", *COORD, 1.0, step=0.1, format="%.3f")
+    methods = url_multiselect("Methods", "so_methods", METHODS, METHODS, format_func=LABELS.get)
+show_regions = url_toggle("Draw the trust region at each iterate", "so_regions", True)
+
+if not methods:
+    st.info("Choose at least one method to run.")
+    st.stop()
+
+fn = build_problem(problem, float(kappa), float(theta))
+with st.spinner("Running the trust-region methods..."):
+    runs, table = runs_for(
+        problem,
+        float(kappa),
+        float(theta),
+        (float(w0), float(w1)),
+        tuple(methods),
+        float(radius),
+        int(cg_cap),
+        int(max_iter),
+    )
+box = fn.view
+fig = paths_figure(fn, runs, box=box, show_regions=show_regions, max_regions=40)
+st.plotly_chart(fig, key="so_paths_chart", width="stretch")
+drawn = ", ".join(f"{r.label}: {min(r.nit, 40)} of {r.nit}" for r in runs.values())
+st.caption(
+    f"{fn.title}. Start ({w0:g}, {w1:g}), Δ₀ = {radius:g}, {CG_LABELS[int(cg_cap)]}. Dotted: the region "
+    f"‖s‖_M ≤ Δ_t at the iterates (regions drawn, evenly spaced — {drawn})."
+    if show_regions
+    else f"{fn.title}. Start ({w0:g}, {w1:g}), Δ₀ = {radius:g}, {CG_LABELS[int(cg_cap)]}."
+)
+
+st.plotly_chart(run_history_figure(runs), key="so_history_chart", width="stretch")
+st.subheader("Iterations to tolerance")
+st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+st.caption(
+    f"‖g‖ ≤ {GTOL:g} (the runs stop there) and f − f* ≤ {FTOL:g}; “None” = not reached within "
+    f"{max_iter} iterations."
+)
+
+st.latex(
+    r"\min_{s}\ f(w_t) + g_t^\top s + \tfrac12 s^\top H_t s \quad \text{s.t.}\quad "
+    r"\|s\|_{M_t} = \sqrt{\textstyle\sum_i m_{t,i}\, s_i^2} \le \Delta_t,\qquad "
+    r"m_{t} = \sqrt{v_t + \epsilon}\ \ (\text{uniform: } m_t = 1)"
+)
+
+# ---- what the numbers say (generated from the table)
+reached = {row["method"]: row["to f − f* ≤ ftol"] for row in table}
+done = {k: v for k, v in reached.items() if v is not None}
+lines = []
+if done:
+    best = min(done, key=done.get)
+    ranking = ", ".join(f"{k} {v}" for k, v in sorted(done.items(), key=lambda kv: kv[1]))
+    missing = [k for k, v in reached.items() if v is None]
+    lines.append(
+        f"Here **{best}** needed the fewest iterations to reach f − f* ≤ {FTOL:g} ({ranking}"
+        + (f"; {', '.join(missing)} did not get there in {max_iter})" if missing else ")")
+        + "."
+    )
+else:
+    lines.append(f"No method reached f − f* ≤ {FTOL:g} within {max_iter} iterations.")
+uni = reached.get("TR_uni")
+ellipsoidal = {k: v for k, v in done.items() if k != "TR_uni"}
+if "TR_uni" in reached and ellipsoidal:
+    best_e = min(ellipsoidal, key=ellipsoidal.get)
+    n_e = ellipsoidal[best_e]
+    if uni is None:
+        lines.append(f"The best ellipsoid ({best_e}, {n_e}) converged where the sphere did not.")
+    elif n_e < uni:
+        lines.append(
+            f"The best ellipsoid ({best_e}) needed {uni / max(n_e, 1):.1f}× fewer iterations than the "
+            f"sphere ({n_e} vs {uni})."
+        )
+    elif n_e > uni:
+        lines.append(
+            f"The sphere needed {n_e / max(uni, 1):.1f}× fewer iterations than the best ellipsoid "
+            f"({best_e}: {uni} vs {n_e})."
+        )
+    else:
+        lines.append(f"The sphere and the best ellipsoid ({best_e}) needed the same number of iterations.")
+if is_quadratic and int(cg_cap) == 1:
+    lines.append(
+        "With one CG step per iteration the step lies along the *preconditioned* gradient −M⁻¹g: the "
+        "ellipsoid's diagonal doubles as the CG preconditioner (appendix B.2), much as in a network where "
+        "the Krylov budget is tiny compared with d. "
+        + (
+            "The curvature directions are the coordinate axes here (θ = 0), which is the case a diagonal M "
+            "can rescale."
+            if int(theta) == 0
+            else f"At θ = {int(theta)}° the curvature directions are tilted and a *diagonal* M cannot align "
+            "with "
+            "them (section 3.2): the ellipses stay axis-parallel, so compare this with θ = 0."
+        )
+        + (" With κ = 1 there is no ill-conditioning for the ellipse to fix." if int(kappa) == 1 else "")
+    )
+elif is_quadratic:
+    lines.append(
+        "With the subproblem solved to Eq. 36 (in 2-D that is the exact model minimiser) every method takes "
+        "the "
+        "Newton step as soon as it fits in the region, so the shape matters only through how fast the region "
+        "grows to contain it. The ellipsoids' m scales with |g|, so their regions are small in Euclidean "
+        "terms "
+        "while the gradient is large."
+    )
+else:
+    lines.append(
+        "On Rosenbrock the curvature changes along the curved valley, so the ellipsoid (accumulated squared "
+        "gradients) and the region lag behind the landscape; the radius and ρ panels show where steps were "
+        "rejected (crosses)."
+    )
+cg_total = {row["method"]: row["CG iterations"] for row in table}
+lines.append(
+    "Total CG iterations (= Hessian-vector products): "
+    + ", ".join(f"{k} {v}" for k, v in cg_total.items())
+    + "."
+)
+st.markdown(" ".join(lines))

@@ -1,0 +1,145 @@
+"""The "Second-order TR in 2-D" page (section 4, Algorithm 1) through Streamlit's AppTest."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "app.py")
+PAGE = "pages/second_order_2d.py"
+
+
+def _page(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _figure(at: AppTest, index: int) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def _names(fig: dict) -> list[str]:
+    return [trace.get("name") for trace in fig["data"]]
+
+
+def _trace(fig: dict, name: str) -> dict:
+    return next(t for t in fig["data"] if t.get("name") == name)
+
+
+def _array(value) -> np.ndarray:
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(float)
+    return np.array([np.nan if v is None else v for v in value], dtype=float)
+
+
+def _text(at: AppTest) -> str:
+    return " ".join(m.value for m in at.markdown)
+
+
+def _click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture(scope="module")
+def page() -> AppTest:
+    return _page()
+
+
+def test_default_page_compares_sphere_and_ellipses(page: AppTest) -> None:
+    fig = _figure(page, 0)
+    names = _names(fig)
+    for label in ("TR_uni", "TR_ada", "TR_rms"):
+        assert label in names and f"{label} trust regions" in names
+    assert fig["layout"]["yaxis"]["scaleanchor"] == "x"
+    table = page.dataframe[0].value.set_index("method")
+    for label in ("TR_uni", "TR_ada", "TR_rms"):
+        assert len(_array(_trace(fig, label)["x"])) == table.loc[label, "iterations"] + 1
+    # Axis-aligned kappa = 100 with one CG step: both ellipsoids reach the tolerance within the default
+    # 200 iterations, the sphere does not, and the generated text says so with the numbers.
+    reach = table["to f − f* ≤ ftol"]
+    assert reach["TR_rms"] <= 20 and reach["TR_ada"] <= 20
+    assert np.isnan(reach["TR_uni"]) or reach["TR_uni"] is None
+    text = _text(page)
+    assert "converged where the sphere did not" in text and f"TR_rms {int(reach['TR_rms'])}" in text
+    history = _names(_figure(page, 1))
+    assert {"TR_uni radius", "TR_ada rho", "TR_rms CG"} <= set(history)
+
+
+def test_regions_are_exact_m_norm_balls() -> None:
+    at = _page({"so_iters": "50"})
+    fig = _figure(at, 0)
+    x, y = _array(_trace(fig, "TR_uni trust regions")["x"]), _array(_trace(fig, "TR_uni trust regions")["y"])
+    first = slice(0, 65)  # 64 points + closing point, then a NaN gap
+    assert np.isnan(x[65])
+    start = np.array([2.0, 1.0])
+    assert np.allclose(np.hypot(x[first] - start[0], y[first] - start[1]), 1.0, rtol=1e-6)  # Delta_0 = 1
+    # TR_rms: the first region is ||s||_M <= 1 with m = sqrt(0.2 g^2 + eps), g = Q (w - w*) = (2, 100).
+    xr, yr = (
+        _array(_trace(fig, "TR_rms trust regions")["x"]),
+        _array(_trace(fig, "TR_rms trust regions")["y"]),
+    )
+    m = np.sqrt(0.2 * np.array([2.0, 100.0]) ** 2 + 1e-10)
+    norm = np.sqrt(m[0] * (xr[first] - 2.0) ** 2 + m[1] * (yr[first] - 1.0) ** 2)
+    assert np.allclose(norm, 1.0, rtol=1e-5)
+
+
+def test_toggle_and_widgets_change_the_picture() -> None:
+    at = _page({"so_iters": "50"})
+    at.toggle(key="so_regions").set_value(False).run()
+    assert not any("trust regions" in n for n in _names(_figure(at, 0)))
+    at.multiselect(key="so_methods").set_value(["tr_rms"]).run()
+    assert [n for n in _names(_figure(at, 0)) if n.startswith("TR")] == ["TR_rms"]
+    at.multiselect(key="so_methods").set_value([]).run()
+    assert not at.exception and any("at least one method" in i.value for i in at.info)
+
+
+def test_presets_set_values_and_text_follows_the_numbers() -> None:
+    at = _page()
+    _click(at, "Rotated 45°, κ = 100")
+    assert at.slider(key="so_theta").value == 45 and at.select_slider(key="so_kappa").value == 100
+    assert "45°" in _text(at) and "diagonal" in _text(at)
+    _click(at, "Full CG solve")
+    assert at.radio(key="so_cg").value == 50 and at.slider(key="so_theta").value == 0
+    table = at.dataframe[0].value.set_index("method")
+    assert table.loc["TR_uni", "to f − f* ≤ ftol"] <= table.loc["TR_rms", "to f − f* ≤ ftol"]
+    assert "sphere needed" in _text(at) or "same number" in _text(at)
+    _click(at, "Rosenbrock")
+    assert at.radio(key="so_problem").value == "rosenbrock"
+    assert at.number_input(key="so_w0").value == -1.2
+    assert "Rosenbrock" in _text(at)
+    table = at.dataframe[0].value
+    assert (table["status"] == "converged").all()
+
+
+def test_query_params_are_clamped() -> None:
+    at = _page(
+        {
+            "so_kappa": "1e9",
+            "so_theta": "400",
+            "so_w0": "-99",
+            "so_radius": "0",
+            "so_iters": "50",
+            "so_cg": "7",
+            "so_problem": "bogus",
+        }
+    )
+    assert at.select_slider(key="so_kappa").value == 1000
+    assert at.slider(key="so_theta").value == 90
+    assert at.number_input(key="so_w0").value == -2.5
+    assert at.select_slider(key="so_radius").value == 0.001
+    assert at.radio(key="so_cg").value == 1
+    assert at.radio(key="so_problem").value == "quadratic"
+    assert len(at.get("plotly_chart")) == 2
