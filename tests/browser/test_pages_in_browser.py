@@ -57,8 +57,9 @@ def _free_port() -> int:
 def chromium_path() -> str:
     path = _chromium()
     if path is None:
-        message = ("\n" + "!" * 78 + "\n!! BROWSER TESTS SKIPPED: no chromium found (install Debian's 'chromium' "
-                   "or set ETR_CHROMIUM)\n" + "!" * 78)
+        banner = "!" * 78
+        message = (f"\n{banner}\n!! BROWSER TESTS SKIPPED: no chromium found "
+                   f"(install Debian's 'chromium' or set ETR_CHROMIUM)\n{banner}")
         print(message, file=sys.stderr)
         pytest.skip("no chromium binary available")
     pytest.importorskip("playwright.sync_api")
@@ -69,7 +70,7 @@ def chromium_path() -> str:
 def server(chromium_path: str) -> Iterator[str]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    log = open(ARTIFACTS / "streamlit.log", "w")  # noqa: SIM115 - closed in teardown
+    log = open(ARTIFACTS / "streamlit.log", "w")  # closed in teardown
     env = dict(os.environ, ETR_LIVE_MAX_STEPS_CAP="400")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -89,7 +90,8 @@ def server(chromium_path: str) -> Iterator[str]:
     else:
         proc.kill()
         log.close()
-        pytest.fail("streamlit server did not become healthy within 120 s; see artifacts/browser/streamlit.log")
+        pytest.fail("streamlit server did not become healthy within 120 s; "
+                    "see artifacts/browser/streamlit.log")
     try:
         yield url
     finally:
@@ -106,7 +108,8 @@ def browser(chromium_path: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(executable_path=chromium_path, headless=True,
+                                              args=CHROMIUM_ARGS)
         try:
             yield instance
         finally:
@@ -164,7 +167,8 @@ def test_page_draws_and_toggle_round_trips(server: str, browser, entry) -> None:
         page.wait_for_selector(CHART, timeout=180_000)
         _wait_idle(page)
         # The shared frame (sidebar with the device) must be there even on a deep link to a fresh server.
-        assert page.get_by_text("Device in use").count() >= 1, f"{entry.url_path}: rendered without the app frame"
+        framed = page.get_by_text("Device in use").count() >= 1
+        assert framed, f"{entry.url_path}: rendered without the app frame"
         toggles = page.locator('[data-testid="stCheckbox"] label')
         assert toggles.count() >= 1, f"{entry.url_path}: no toggle/checkbox to interact with"
         toggles.first.click()
@@ -199,7 +203,8 @@ def test_live_training_start_grows_chart_then_stop(server: str, browser) -> None
     errors = _watch(page)
     try:
         page.goto(f"{server}/{entry.url_path}", wait_until="domcontentloaded")
-        start = page.get_by_role("button", name="Start")
+        main = page.get_by_test_id("stMainBlockContainer")
+        start = main.get_by_role("button", name="Start")
         start.wait_for(timeout=180_000)
         _wait_idle(page)
         start.click()
@@ -213,7 +218,7 @@ def test_live_training_start_grows_chart_then_stop(server: str, browser) -> None
                 grew = True
                 break
         assert grew, "the live chart did not grow after Start"
-        stop = page.get_by_role("button", name="Stop")
+        stop = main.get_by_role("button", name="Stop")
         if stop.count() and stop.first.is_enabled():
             stop.first.click()
             page.wait_for_timeout(1500)
