@@ -1,0 +1,407 @@
+"""Hyper-parameters of the ellipsoidal trust-region method (paper Table 1, Algorithm 1, Eq. 36).
+
+``TRConfig`` holds every knob of :class:`etr_core.optim.EllipsoidalTR` with the paper's Table 1
+defaults. Two presets build one:
+
+* :func:`paper_table1` -- Table 1 of the paper (appendix C, B.1), identical for all data sets.
+* :func:`authors` -- the values of the authors' published parameter files, which differ from
+  Table 1 (acceptance threshold, shrink factor, initial radius, batch size) and switch on the
+  model-decrease CG stop rule and the decaying epsilon. Their files also run an undocumented
+  first-order warm-up and a "pivot" that undoes non-improving epochs and grows the batch; those
+  numbers are carried as data (:class:`WarmupSpec`, :class:`PivotSpec`, ``l2_alpha``) for a
+  training loop that wants to reproduce them. The optimiser itself never runs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from etr_core._validation import (
+    check_choice,
+    check_greater,
+    check_int,
+    check_nonnegative,
+    check_open_interval,
+    check_positive,
+)
+
+__all__ = [
+    "AUTHORS_DATASETS",
+    "AUTHORS_MODELS",
+    "AUTHORS_PRESETS",
+    "ELLIPSOIDS",
+    "PivotSpec",
+    "TRConfig",
+    "WarmupSpec",
+    "authors",
+    "default_gamma2",
+    "paper_table1",
+]
+
+ELLIPSOIDS = ("uniform", "adagrad", "rms")
+SOLVERS = ("cg", "lanczos")
+STOP_RULES = ("residual", "model_decrease")
+RESIDUAL_NORMS = ("l2", "m_inv")
+ROOTS = ("positive", "best")
+ELLIPSOID_UPDATES = ("every_iteration", "after_accept")
+EPS_MODES = ("paper", "authors")
+
+
+def default_gamma2(ellipsoid: str) -> float:
+    """Table 1 shrink factor: 1.75 for the RMSProp ellipsoid, 1.5 for uniform and Adagrad."""
+    check_choice("ellipsoid", ellipsoid, ELLIPSOIDS)
+    return 1.75 if ellipsoid == "rms" else 1.5
+
+
+@dataclass(frozen=True)
+class WarmupSpec:
+    """First-order warm-up of the authors' code (run before any TR step; not in the paper).
+
+    ``epochs_key`` is the value written in their files (``1st_order_epochs``); because their epoch
+    counter starts at 0 the warm-up actually lasts ``epochs = epochs_key + 1`` epochs.
+    """
+
+    epochs_key: int
+    optimizer: str  # "SGD" | "RMSprop" | "Adagrad"
+    lr: float
+    batch_size: int = 128
+
+    @property
+    def epochs(self) -> int:
+        return self.epochs_key + 1
+
+
+@dataclass(frozen=True)
+class PivotSpec:
+    """The authors' sample-size "pivot": every ``every_epochs`` epochs, undo the steps accepted since
+    the last pivot if the full training loss did not decrease, and grow the TR batch by ``batch_mult``
+    up to ``max_fraction`` of the training set."""
+
+    every_epochs: int
+    batch_mult: float
+    max_fraction: float
+
+
+@dataclass
+class TRConfig:
+    """All hyper-parameters of stochastic ellipsoidal TR (Algorithm 1) with paper Table 1 defaults.
+
+    Core (Algorithm 1): ``radius`` (Delta_0), ``max_radius`` (Delta_max), ``eta1``/``eta2``
+    (success thresholds), ``gamma1`` (growth), ``gamma2`` (shrink; ``None`` means Table 1's 1.5, or
+    1.75 for ``ellipsoid="rms"``), ``batch_size`` (|S_0|).
+
+    Subproblem (Eq. 8, 36): ``solver`` ("cg" Steihaug-Toint PCG or "lanczos" GLTR), ``krylov_tol``
+    (kappa_K), ``theta``, ``max_krylov`` (K), ``stop_rule`` ("residual" = Eq. 36, "model_decrease"
+    = the rule of the authors' files), ``residual_norm`` ("l2" or "m_inv"), ``root`` ("positive" or
+    "best" boundary root at negative curvature).
+
+    Radius and acceptance: ``grow_only_on_boundary`` (SciPy's rule; the paper grows on every very
+    successful step), ``tiny_pred``: a predicted decrease ``<= tiny_pred`` is rejected, never
+    accepted.
+
+    Ellipsoid (Eq. 2-3, Corollary 1): ``ellipsoid``, ``beta`` (RMS EMA factor; 0.8 as in the
+    authors' code, the paper gives none), ``eps`` and ``eps_mode`` ("paper": persistent floor
+    ``sqrt(v + eps)``; "authors": eps only seeds the accumulator). ``ellipsoid_update``:
+    "every_iteration" (default) folds the batch gradient g_t into A_t before every subproblem, so
+    A_t contains g_t exactly as ``G_t = [g_1..g_t]`` in Eq. 2-3 and as the authors' code does in
+    effect; "after_accept" folds it only when the previous step was accepted (or at t = 0), the
+    gate the authors' code intended.
+
+    Authors' extras (data only, the optimiser ignores them): ``warmup``, ``pivot``, ``l2_alpha``.
+    """
+
+    radius: float = 1e-4
+    max_radius: float = 10.0
+    eta1: float = 1e-4
+    eta2: float = 0.95
+    gamma1: float = 1.1
+    gamma2: float | None = None
+    krylov_tol: float = 0.1
+    theta: float = 0.5
+    max_krylov: int = 50
+    batch_size: int = 512
+    ellipsoid: str = "rms"
+    solver: str = "cg"
+    stop_rule: str = "residual"
+    residual_norm: str = "l2"
+    root: str = "positive"
+    grow_only_on_boundary: bool = False
+    ellipsoid_update: str = "every_iteration"
+    beta: float = 0.8
+    eps: float = 1e-10
+    eps_mode: str = "paper"
+    tiny_pred: float = 0.0
+    warmup: WarmupSpec | None = None
+    pivot: PivotSpec | None = None
+    l2_alpha: float = 0.0
+    label: str = field(default="paper Table 1")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def gamma2_value(self) -> float:
+        """The shrink factor in force: ``gamma2`` if given, else Table 1's value for the ellipsoid."""
+        return self.gamma2 if self.gamma2 is not None else default_gamma2(self.ellipsoid)
+
+    def validate(self) -> TRConfig:
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field, value and range."""
+        self.radius = check_positive("radius", self.radius)
+        self.max_radius = check_positive("max_radius", self.max_radius)
+        if self.radius > self.max_radius:
+            raise ValueError(f"radius must be <= max_radius = {self.max_radius!r}, got {self.radius!r}")
+        self.eta1 = check_open_interval("eta1", self.eta1, 0.0, 1.0)
+        self.eta2 = check_open_interval("eta2", self.eta2, 0.0, 1.0)
+        if not self.eta1 < self.eta2:
+            raise ValueError(
+                f"eta1 must be < eta2 = {self.eta2!r} (Algorithm 1: 0 < eta1 < eta2 < 1), got {self.eta1!r}"
+            )
+        self.gamma1 = check_greater("gamma1", self.gamma1, 1.0)
+        if self.gamma2 is not None:
+            self.gamma2 = check_greater("gamma2", self.gamma2, 1.0)
+        self.krylov_tol = check_open_interval("krylov_tol", self.krylov_tol, 0.0, 1.0)
+        self.theta = check_nonnegative("theta", self.theta)
+        self.max_krylov = check_int("max_krylov", self.max_krylov, minimum=0)
+        self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
+        check_choice("ellipsoid", self.ellipsoid, ELLIPSOIDS)
+        check_choice("solver", self.solver, SOLVERS)
+        check_choice("stop_rule", self.stop_rule, STOP_RULES)
+        if self.solver == "lanczos" and self.stop_rule != "residual":
+            raise ValueError(
+                f"stop_rule must be 'residual' with solver='lanczos' (GLTR stops by Eq. 36 only), "
+                f"got {self.stop_rule!r}"
+            )
+        check_choice("residual_norm", self.residual_norm, RESIDUAL_NORMS)
+        check_choice("root", self.root, ROOTS)
+        if not isinstance(self.grow_only_on_boundary, bool):
+            raise TypeError(f"grow_only_on_boundary must be a bool, got {self.grow_only_on_boundary!r}")
+        check_choice("ellipsoid_update", self.ellipsoid_update, ELLIPSOID_UPDATES)
+        self.beta = check_open_interval("beta", self.beta, 0.0, 1.0)
+        self.eps = check_positive("eps", self.eps)
+        check_choice("eps_mode", self.eps_mode, EPS_MODES)
+        self.tiny_pred = check_nonnegative("tiny_pred", self.tiny_pred)
+        self.l2_alpha = check_nonnegative("l2_alpha", self.l2_alpha)
+        if self.warmup is not None and not isinstance(self.warmup, WarmupSpec):
+            raise TypeError(f"warmup must be a WarmupSpec or None, got {self.warmup!r}")
+        if self.pivot is not None and not isinstance(self.pivot, PivotSpec):
+            raise TypeError(f"pivot must be a PivotSpec or None, got {self.pivot!r}")
+        if not isinstance(self.label, str):
+            raise TypeError(f"label must be a str, got {self.label!r}")
+        return self
+
+    def replace(self, **changes: Any) -> TRConfig:
+        """A validated copy with ``changes`` applied (unknown names raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python view (nested specs as dicts), e.g. for a run's saved configuration."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TRConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        data = dict(data)
+        if isinstance(data.get("warmup"), dict):
+            data["warmup"] = WarmupSpec(**data["warmup"])
+        if isinstance(data.get("pivot"), dict):
+            data["pivot"] = PivotSpec(**data["pivot"])
+        return cls(**data)
+
+
+def paper_table1(kind: str = "rms") -> TRConfig:
+    """Paper Table 1 (appendix C, B.1) for ``kind`` in "uniform" | "adagrad" | "rms"."""
+    check_choice("kind", kind, ELLIPSOIDS)
+    return TRConfig(ellipsoid=kind, gamma2=default_gamma2(kind), label=f"paper Table 1 ({kind})")
+
+
+# --- the authors' parameter files ------------------------------------------------------------------
+# One row per (dataset, model): kind-independent values, then per-kind (uniform, adagrad, rms) tuples.
+# Parse errors of the shipped files (invalid JSON, missing or misspelt epsilon keys) are fixed here.
+
+AUTHORS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+AUTHORS_MODELS = ("fc", "conv", "autoencoder")
+
+_DATASET_ALIASES = {
+    "mnist": "mnist",
+    "fashion_mnist": "fashion_mnist",
+    "fmnist": "fashion_mnist",
+    "cifar10": "cifar10",
+    "cifar": "cifar10",
+}
+_MODEL_ALIASES = {
+    "fc": "fc",
+    "mlp": "fc",
+    "mlp_paper": "fc",
+    "mlp_cifar": "fc",
+    "conv": "conv",
+    "autoencoder": "autoencoder",
+    "ae": "autoencoder",
+    "autoenc": "autoencoder",
+}
+
+_SGD0 = WarmupSpec(0, "SGD", 0.005)
+_FC_PIVOT = PivotSpec(10, 1.05, 0.2)
+
+# fields: batch, radius (uni, ada, rms), max_radius, eta1, eta2 (uni, ada, rms), gamma1 (uni, ada, rms),
+#         gamma2 (uni, ada, rms), eps, warmup, pivot, l2_alpha
+_AUTHORS_TABLE: dict[tuple[str, str], dict[str, Any]] = {
+    ("mnist", "fc"): dict(
+        batch=512,
+        radius=(0.05, 0.05, 1e-4),
+        max_radius=10.0,
+        eta1=0.01,
+        eta2=(0.95, 0.95, 0.95),
+        gamma1=(1.1, 1.1, 1.01),
+        gamma2=(1.5, 1.25, 1.75),
+        eps=1e-10,
+        warmup=_SGD0,
+        pivot=_FC_PIVOT,
+        l2_alpha=1e-4,
+    ),
+    ("mnist", "conv"): dict(
+        batch=2048,
+        radius=(1e-4, 1e-4, 1e-4),
+        max_radius=10.0,
+        eta1=1e-5,
+        eta2=(0.9, 0.9, 0.9),
+        gamma1=(1.1, 1.1, 1.1),
+        gamma2=(1.1, 1.1, 1.5),
+        eps=1e-16,
+        warmup=WarmupSpec(1, "RMSprop", 5e-4),
+        pivot=PivotSpec(5, 1.025, 0.1),
+        l2_alpha=1e-4,
+    ),
+    ("mnist", "autoencoder"): dict(
+        batch=128,
+        radius=(0.01, 0.01, 0.01),
+        max_radius=5.0,
+        eta1=1e-7,
+        eta2=(0.8, 0.8, 0.8),
+        gamma1=(1.25, 1.25, 1.25),
+        gamma2=(1.1, 1.5, 1.1),
+        eps=1e-8,
+        warmup=WarmupSpec(1, "RMSprop", 0.01),
+        pivot=PivotSpec(5, 1.025, 0.05),
+        l2_alpha=0.0,
+    ),
+    ("fashion_mnist", "fc"): dict(
+        batch=512,
+        radius=(0.05, 0.05, 1e-4),
+        max_radius=10.0,
+        eta1=0.01,
+        eta2=(0.8, 0.95, 0.95),
+        gamma1=(1.1, 1.1, 1.1),
+        gamma2=(1.25, 1.5, 1.75),
+        eps=1e-10,
+        warmup=_SGD0,
+        pivot=_FC_PIVOT,
+        l2_alpha=1e-4,
+    ),
+    ("fashion_mnist", "conv"): dict(
+        batch=4096,
+        radius=(1e-4, 1e-4, 1e-4),
+        max_radius=10.0,
+        eta1=1e-5,
+        eta2=(0.95, 0.95, 0.95),
+        gamma1=(1.1, 1.1, 1.1),
+        gamma2=(1.1, 1.1, 1.5),
+        eps=1e-16,
+        warmup=WarmupSpec(1, "RMSprop", 5e-4),
+        pivot=PivotSpec(5, 1.025, 0.1),
+        l2_alpha=1e-4,
+    ),
+    ("fashion_mnist", "autoencoder"): dict(
+        batch=512,
+        radius=(1e-3, 1e-3, 1e-3),
+        max_radius=10.0,
+        eta1=1e-5,
+        eta2=(0.9, 0.9, 0.9),
+        gamma1=(1.1, 1.1, 1.1),
+        gamma2=(1.25, 1.25, 1.25),
+        eps=1e-10,
+        warmup=WarmupSpec(1, "Adagrad", 0.01),
+        pivot=PivotSpec(5, 1.075, 0.05),
+        l2_alpha=0.0,
+    ),
+    ("cifar10", "fc"): dict(
+        batch=512,
+        radius=(0.05, 0.05, 1e-4),
+        max_radius=10.0,
+        eta1=0.01,
+        eta2=(0.95, 0.95, 0.95),
+        gamma1=(1.1, 1.1, 1.1),
+        gamma2=(1.25, 1.25, 1.75),
+        eps=1e-10,
+        warmup=_SGD0,
+        pivot=_FC_PIVOT,
+        l2_alpha=1e-4,
+    ),
+    ("cifar10", "conv"): dict(
+        batch=512,
+        radius=(0.005, 0.005, 1e-4),
+        max_radius=10.0,
+        eta1=0.01,
+        eta2=(0.95, 0.95, 0.95),
+        gamma1=(1.1, 1.1, 1.1),
+        gamma2=(1.25, 1.25, 1.25),
+        eps=1e-10,
+        warmup=WarmupSpec(20, "Adagrad", 0.01),
+        pivot=PivotSpec(10, 1.05, 0.1),
+        l2_alpha=1e-4,
+    ),
+}
+
+
+AUTHORS_PRESETS = tuple(_AUTHORS_TABLE)
+
+
+def authors(dataset: str, model: str, kind: str = "rms") -> TRConfig:
+    """The authors' published choices for ``dataset``/``model``/``kind`` (labelled, not the paper's).
+
+    Differences from Table 1 that this preset reproduces: per-file Delta_0, eta1, eta2, gamma1,
+    gamma2, batch size and epsilon; the relative model-decrease CG stop rule (on in every shipped
+    TR file); the decaying RMS epsilon (``eps_mode="authors"``); K = 50, kappa = 0.1, beta = 0.8;
+    radius growth on every very successful step; the ellipsoid refreshed every iteration. The
+    warm-up, pivot and L2 numbers are attached as data. One deliberate difference remains: a tiny
+    predicted decrease (< 1e-15) is *rejected* here, where their code set rho = 1 and grew the radius.
+    """
+    check_choice("dataset", dataset, tuple(_DATASET_ALIASES))
+    check_choice("model", model, tuple(_MODEL_ALIASES))
+    check_choice("kind", kind, ELLIPSOIDS)
+    key = (_DATASET_ALIASES[dataset], _MODEL_ALIASES[model])
+    if key not in _AUTHORS_TABLE:
+        available = ", ".join(f"{d}/{m}" for d, m in AUTHORS_PRESETS)
+        raise ValueError(
+            f"the authors published no TR files for dataset/model {key[0]}/{key[1]}; available: {available}"
+        )
+    row = _AUTHORS_TABLE[key]
+    i = ELLIPSOIDS.index(kind)
+    return TRConfig(
+        radius=row["radius"][i],
+        max_radius=row["max_radius"],
+        eta1=row["eta1"],
+        eta2=row["eta2"][i],
+        gamma1=row["gamma1"][i],
+        gamma2=row["gamma2"][i],
+        krylov_tol=0.1,
+        theta=0.5,
+        max_krylov=50,
+        batch_size=row["batch"],
+        ellipsoid=kind,
+        solver="cg",
+        stop_rule="model_decrease",
+        residual_norm="l2",
+        root="positive",
+        grow_only_on_boundary=False,
+        ellipsoid_update="every_iteration",
+        beta=0.8,
+        eps=row["eps"],
+        eps_mode="authors",
+        tiny_pred=1e-15,
+        warmup=row["warmup"],
+        pivot=row["pivot"],
+        l2_alpha=row["l2_alpha"],
+        label=f"authors' code ({key[0]}/{key[1]}/{kind})",
+    )

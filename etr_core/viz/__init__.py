@@ -1,0 +1,1 @@
+"""Plotly figure builders shared by the app's pages and the CLI."""
