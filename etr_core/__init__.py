@@ -41,11 +41,19 @@ _EXPORTS: dict[str, str] = {
     "EllipsoidalTR": "etr_core.optim",
     "FirstOrderTR": "etr_core.optim",
     "TRConfig": "etr_core.config",
+    "paper_table1": "etr_core.config",
     "make_hvp": "etr_core.hvp",
     "minimize": "etr_core.minimize",
+    # training
+    "TrainConfig": "etr_core.training",
+    "train": "etr_core.training",
+    "METHODS": "etr_core.training",
+    "load_dataset": "etr_core.data",
+    "build_model": "etr_core.models",
+    "MLP": "etr_core.models",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,479 @@
+"""Datasets: bundled, generated and read from local files; a resumable batch sampler.
+
+``digits`` (scikit-learn's bundled 8x8 digits) is the default everywhere: it needs no file and no
+network. ``blobs``, ``moons`` and ``spirals`` are generated from the seed. ``mnist``,
+``fashion_mnist`` and ``cifar10`` (appendix C, B.1) are read from the standard files in a local
+folder: ``root`` argument, else the ``ETR_DATA`` environment variable, else ``./data``.
+
+Expected layout (``.gz`` or uncompressed IDX files both work)::
+
+    <root>/mnist/train-images-idx3-ubyte.gz   train-labels-idx1-ubyte.gz
+                 t10k-images-idx3-ubyte.gz    t10k-labels-idx1-ubyte.gz
+    <root>/fashion_mnist/   (the same four file names)
+    <root>/cifar10/cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch
+
+Pixels are scaled to ``[0, 1]`` for every image dataset (CIFAR-10 included; the authors' code left
+CIFAR in 0-255, notes C24). ``download(name, root)`` fetches the official files with checksums for
+users with internet access; nothing here downloads on import or implicitly.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import math
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from etr_core._validation import check_choice, check_int, check_open_interval
+
+DATASET_NAMES: tuple[str, ...] = ("digits", "blobs", "moons", "spirals", "mnist", "fashion_mnist", "cifar10")
+FILE_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
+IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+_IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = "test_batch"
+
+# Official sources and MD5 sums (the same ones torchvision verifies).
+_DOWNLOADS: dict[str, list[tuple[str, str]]] = {
+    "mnist": [
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        ),
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+        ),
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
+            "9fb629c4189551a2d022fa330f9573f3",
+        ),
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
+    ],
+    "fashion_mnist": [
+        (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        ),
+        (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
+            "25c81989df183df01b3e8a0aad5dffbe",
+        ),
+        (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz",
+            "bef4ecab320f06d8554ea6380940ec79",
+        ),
+        (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+    ],
+    "cifar10": [
+        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
+    ],
+}
+
+
+@dataclass
+class Dataset:
+    """Train/test tensors of one dataset.
+
+    ``train_x``/``test_x`` are float32 with shape ``(N, *input_shape)``. For ``task="classification"``
+    the targets are int64 class labels; for ``task="autoencoder"`` they are the flattened inputs
+    (pixel intensities in ``[0, 1]``, the BCE targets of appendix C, B.1).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+    task: str = "classification"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.test_x.shape[0])
+
+    def as_autoencoder(self) -> Dataset:
+        """The same images with their own flattened pixels as targets (reconstruction task)."""
+        if self.task == "autoencoder":
+            return self
+        if self.name not in IMAGE_DATASETS:
+            raise ValueError(
+                f"autoencoders need an image dataset with pixels in [0, 1] (one of {IMAGE_DATASETS}); "
+                f"got dataset={self.name!r}"
+            )
+        return replace(
+            self,
+            train_y=self.train_x.reshape(self.n_train, -1),
+            test_y=self.test_x.reshape(self.n_test, -1),
+            task="autoencoder",
+        )
+
+
+def default_root(root: str | os.PathLike | None = None) -> Path:
+    """``root`` if given, else ``$ETR_DATA``, else ``./data``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("ETR_DATA") or "data")
+
+
+def _as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32), torch.as_tensor(
+        y, dtype=torch.int64
+    )
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    x.setflags(write=False)
+    return x, bunch.target
+
+
+def _digits(seed: int, test_fraction: float) -> Dataset:
+    x, y = _digits_arrays()
+    x_tr, x_te, y_tr, y_te = _split(x, y, test_fraction, seed)
+    train_x, train_y = _as_tensors(x_tr, y_tr)
+    test_x, test_y = _as_tensors(x_te, y_te)
+    return Dataset(
+        "digits", train_x, train_y, test_x, test_y, (1, 8, 8), 10, info={"source": "sklearn load_digits"}
+    )
+
+
+def _spirals(
+    n: int, noise: float, rng: np.random.Generator, classes: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    per = n // classes
+    xs, ys = [], []
+    for c in range(classes):
+        r = np.linspace(0.05, 1.0, per)
+        t = np.linspace(c * 2 * np.pi / classes, c * 2 * np.pi / classes + 3.5, per) + rng.normal(
+            0, noise, per
+        )
+        xs.append(np.stack([r * np.sin(t), r * np.cos(t)], axis=1))
+        ys.append(np.full(per, c))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _generated(name: str, seed: int, test_fraction: float, n_samples: int, noise: float | None) -> Dataset:
+    from sklearn.datasets import make_blobs, make_moons
+
+    rng = np.random.default_rng(seed)
+    if name == "blobs":
+        x, y = make_blobs(
+            n_samples=n_samples, centers=3, n_features=2, cluster_std=noise or 1.0, random_state=seed
+        )
+        x = (x - x.mean(0)) / x.std(0)
+        classes = 3
+    elif name == "moons":
+        x, y = make_moons(n_samples=n_samples, noise=0.1 if noise is None else noise, random_state=seed)
+        classes = 2
+    else:
+        x, y = _spirals(n_samples, 0.2 if noise is None else noise, rng)
+        classes = 3
+    x_tr, x_te, y_tr, y_te = _split(x.astype(np.float32), y, test_fraction, seed)
+    train_x, train_y = _as_tensors(x_tr, y_tr)
+    test_x, test_y = _as_tensors(x_te, y_te)
+    return Dataset(
+        name, train_x, train_y, test_x, test_y, (2,), classes, info={"source": "generated", "seed": seed}
+    )
+
+
+def _open_maybe_gz(folder: Path, stem: str):
+    raw, gz = folder / stem, folder / f"{stem}.gz"
+    if gz.exists():
+        return gzip.open(gz, "rb")
+    if raw.exists():
+        return open(raw, "rb")
+    return None
+
+
+def read_idx(stream) -> np.ndarray:
+    """Parse one IDX file (the MNIST format: magic 0x0000 0x08 ndim, big-endian sizes, uint8 data)."""
+    header = stream.read(4)
+    if len(header) != 4 or header[0] != 0 or header[1] != 0 or header[2] != 0x08:
+        raise ValueError(f"not an unsigned-byte IDX file (magic bytes {header!r})")
+    ndim = header[3]
+    dims = [int.from_bytes(stream.read(4), "big") for _ in range(ndim)]
+    data = np.frombuffer(stream.read(), dtype=np.uint8)
+    if data.size != math.prod(dims):
+        raise ValueError(
+            f"IDX file truncated: header says {dims} ({math.prod(dims)} bytes), found {data.size}"
+        )
+    return data.reshape(dims)
+
+
+def _missing_files_error(name: str, folder: Path, files: list[str]) -> FileNotFoundError:
+    listed = "\n".join(f"  {folder / f}" for f in files)
+    return FileNotFoundError(
+        f"dataset {name!r} is not available locally. Put these files (gzip-compressed '.gz' or raw) at:\n"
+        f"{listed}\n"
+        f"or point root= / the ETR_DATA environment variable at the folder that contains '{folder.name}/'. "
+        f"With internet access, `etr download {name} --root {folder.parent}` fetches and verifies them."
+    )
+
+
+def _idx_dataset(name: str, root: Path) -> Dataset:
+    folder = root / name
+    arrays: dict[str, np.ndarray] = {}
+    missing = []
+    for key, stem in _IDX_FILES.items():
+        handle = _open_maybe_gz(folder, stem)
+        if handle is None:
+            missing.append(f"{stem}.gz")
+            continue
+        with handle:
+            arrays[key] = read_idx(handle)
+    if missing:
+        raise _missing_files_error(name, folder, missing)
+    for split in ("train", "test"):
+        if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
+            raise ValueError(f"{name}: {split} images and labels differ in count")
+    train_x = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255.0).unsqueeze(1)
+    test_x = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255.0).unsqueeze(1)
+    train_y = torch.from_numpy(arrays["train_y"].astype(np.int64))
+    test_y = torch.from_numpy(arrays["test_y"].astype(np.int64))
+    shape = tuple(train_x.shape[1:])
+    return Dataset(name, train_x, train_y, test_x, test_y, shape, 10, info={"source": str(folder)})
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds numpy arrays: a CIFAR batch file cannot run arbitrary code."""
+
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as handle:
+        batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if data is None or labels is None:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch (no 'data'/'labels' keys)")
+    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _cifar10(root: Path) -> Dataset:
+    folder = root / "cifar10" / _CIFAR_DIR
+    needed = [*_CIFAR_TRAIN, _CIFAR_TEST]
+    missing = [f for f in needed if not (folder / f).exists()]
+    if missing:
+        raise _missing_files_error("cifar10", folder, missing)
+    parts = [_read_cifar_batch(folder / f) for f in _CIFAR_TRAIN]
+    test_x, test_y = _read_cifar_batch(folder / _CIFAR_TEST)
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = np.concatenate([p[1] for p in parts])
+    return Dataset(
+        "cifar10",
+        torch.from_numpy(train_x.astype(np.float32) / 255.0),
+        torch.from_numpy(train_y),
+        torch.from_numpy(test_x.astype(np.float32) / 255.0),
+        torch.from_numpy(test_y),
+        (3, 32, 32),
+        10,
+        info={"source": str(folder)},
+    )
+
+
+def _limit(ds: Dataset, max_train: int | None, max_test: int | None) -> Dataset:
+    if max_train is not None and max_train < ds.n_train:
+        ds = replace(ds, train_x=ds.train_x[:max_train], train_y=ds.train_y[:max_train])
+    if max_test is not None and max_test < ds.n_test:
+        ds = replace(ds, test_x=ds.test_x[:max_test], test_y=ds.test_y[:max_test])
+    return ds
+
+
+def load_dataset(
+    name: str = "digits",
+    root: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    n_samples: int = 1000,
+    noise: float | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> Dataset:
+    """Load dataset ``name`` (one of ``DATASET_NAMES``) as float32 tensors.
+
+    ``seed`` fixes the stratified train/test split of ``digits`` and the generated sets
+    (``test_fraction`` of the data is held out); the file datasets keep their official split.
+    ``n_samples``/``noise`` shape the generated sets. ``max_train``/``max_test`` keep only the first
+    examples (for quick runs). Absent files raise ``FileNotFoundError`` naming each file and where
+    to put it.
+    """
+    check_choice("dataset", name, DATASET_NAMES)
+    check_int("seed", seed, minimum=0)
+    check_open_interval("test_fraction", test_fraction, 0.0, 1.0)
+    check_int("n_samples", n_samples, minimum=20)
+    if max_train is not None:
+        check_int("max_train", max_train, minimum=1)
+    if max_test is not None:
+        check_int("max_test", max_test, minimum=1)
+    if name == "digits":
+        ds = _digits(seed, test_fraction)
+    elif name in ("blobs", "moons", "spirals"):
+        ds = _generated(name, seed, test_fraction, n_samples, noise)
+    elif name == "cifar10":
+        ds = _cifar10(default_root(root))
+    else:
+        ds = _idx_dataset(name, default_root(root))
+    return _limit(ds, max_train, max_test)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Fetch the official files of ``name`` into ``<root>/<name>/`` and verify their MD5 sums.
+
+    Needs internet access; never called implicitly. Files already present with the right checksum
+    are kept. Returns the dataset folder.
+    """
+    check_choice("dataset", name, FILE_DATASETS)
+    folder = default_root(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for url, md5 in _DOWNLOADS[name]:
+        target = folder / url.rsplit("/", 1)[1]
+        if target.exists() and _md5(target) == md5:
+            continue
+        with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, tmp)
+        got = _md5(Path(tmp.name))
+        if got != md5:
+            os.unlink(tmp.name)
+            raise OSError(f"checksum mismatch for {url}: expected md5 {md5}, got {got}")
+        os.replace(tmp.name, target)
+    if name == "cifar10":
+        with tarfile.open(folder / "cifar-10-python.tar.gz") as archive:
+            archive.extractall(folder, filter="data")
+    return folder
+
+
+class BatchSampler:
+    """Mini-batch indices without replacement within each epoch, in a seeded, resumable order.
+
+    Epoch ``e`` visits ``torch.randperm(n)`` drawn from a generator seeded with ``(seed, e)``, so the
+    order never depends on how many batches were drawn before a restart. Within an epoch the batches
+    are consecutive slices of that permutation. The last batch of an epoch holds the remaining
+    ``n mod batch_size`` examples (a partial batch) unless ``drop_last=True``, in which case those
+    examples are skipped for that epoch. A batch never spans two epochs, so "epochs" counts full
+    passes exactly. ``batch_size > n`` is clipped to ``n`` (full-batch steps).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, *, drop_last: bool = False) -> None:
+        self.n = check_int("n", n, minimum=1)
+        self.batch_size = min(check_int("batch_size", batch_size, minimum=1), self.n)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self.position = 0
+        self.samples_seen = 0
+        self._perm: torch.Tensor | None = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm is None:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(self.n, generator=gen)
+        return self._perm
+
+    def next_batch(self) -> torch.Tensor:
+        """Indices (int64, CPU) of the next mini-batch."""
+        remaining = self.n - self.position
+        if remaining <= 0 or (self.drop_last and remaining < self.batch_size):
+            self.epoch += 1
+            self.position = 0
+            self._perm = None
+        perm = self._permutation()
+        batch = perm[self.position : self.position + self.batch_size]
+        self.position += int(batch.numel())
+        self.samples_seen += int(batch.numel())
+        return batch
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the training set so far: ``samples_seen / n``."""
+        return self.samples_seen / self.n
+
+    def state_dict(self) -> dict[str, int | bool]:
+        return {
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "drop_last": self.drop_last,
+            "epoch": self.epoch,
+            "position": self.position,
+            "samples_seen": self.samples_seen,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["n"]) != self.n or int(state["seed"]) != self.seed:
+            raise ValueError(
+                f"sampler state is for n={state['n']}, seed={state['seed']}; this sampler has n={self.n}, "
+                f"seed={self.seed}"
+            )
+        self.batch_size = int(state["batch_size"])
+        self.drop_last = bool(state["drop_last"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.samples_seen = int(state["samples_seen"])
+        self._perm = None
