@@ -44,6 +44,10 @@ _EXPORTS: dict[str, str] = {
     "paper_table1": "etr_core.config",
     "make_hvp": "etr_core.hvp",
     "minimize": "etr_core.minimize",
+    # curvature (section 3.2, Proposition 1)
+    "exact_hessian": "etr_core.curvature",
+    "diagonal_mass": "etr_core.curvature",
+    "compare_with_wigner": "etr_core.curvature",
     # training
     "TrainConfig": "etr_core.training",
     "train": "etr_core.training",

@@ -17,7 +17,9 @@ def device(preference: str = "auto") -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if preference == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch.cuda.is_available() is False; use 'auto' or 'cpu'")
+        raise ValueError(
+            "device='cuda' was requested but torch.cuda.is_available() is False; use 'auto' or 'cpu'"
+        )
     return torch.device(preference)
 
 

@@ -78,8 +78,10 @@ def _flat_gradient(g: Any) -> Tensor:
     if not g.is_floating_point():
         raise TypeError(f"g must be a floating-point tensor, got dtype {g.dtype}")
     g = g.detach().reshape(-1)
-    # One host read per outer step: a NaN/Inf gradient would poison the accumulator for good.
-    if not bool(torch.isfinite(g).all()):
+    # One host read per outer step: a NaN/Inf gradient would poison the accumulator for good. A sum is
+    # ~20x cheaper than ``isfinite(g).all()`` on CPU and is non-finite whenever g is; only then (or on
+    # an overflowing sum of finite entries) is the exact test paid.
+    if not math.isfinite(float(g.sum())) and not bool(torch.isfinite(g).all()):
         raise ValueError("g contains NaN or Inf; the ellipsoid state was left unchanged")
     return g
 

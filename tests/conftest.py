@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import pytest
+import torch
 
-os.environ.setdefault("ETR_TESTING", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The suite's networks are small: one intra-op thread is as fast as two and never oversubscribes
+# the cores when the browser tests run a server and a browser next to pytest.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
