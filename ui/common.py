@@ -213,7 +213,6 @@ def render_sidebar() -> None:
     from etr_core.devices import describe_device, device
 
     with st.sidebar:
-        st.divider()
         url_number("Seed", "seed", 0, 2**31 - 1, 0, step=1,
                    help="Every random choice on every page (start points, data splits, initial weights) "
                    "derives from this seed.")
