@@ -12,6 +12,7 @@ Every argument is checked before any work starts; a bad one exits with code 2 an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ examples:
   etr train --method SGD --lr 0.1 --max-epochs 5 --out runs/sgd
   etr train --method TR_uni --tr-option radius=0.01 --tr-option max_krylov=20
   etr train --dataset fashion_mnist --model mlp_paper --data-root ~/data --device cuda --max-epochs 10
-  etr train --out runs/sgd --resume --max-epochs 10   # continue a run from its last checkpoint
+  etr train --resume runs/sgd --max-epochs 10         # continue a run from its last checkpoint
 
 Several GPUs or machines (TR all-reduces gradients, Hessian-vector products and losses):
   torchrun --nproc_per_node=4 -m etr_core.cli train --dataset cifar10 --model resnet18 --device cuda
@@ -257,26 +258,57 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # -- etr train ---------------------------------------------------------------------------------------------
 
 
-def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from etr_core.training import TrainConfig, train
+def _resumed_config(run_dir: Path, args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The configuration saved in ``run_dir``; budget flags given on the command line extend it."""
+    from etr_core.results import CHECKPOINT_FILE, load_run
+    from etr_core.training import TrainConfig
 
     try:
-        config = TrainConfig(
-            method=args.method,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            preset=args.preset,
-            tr_options=_key_values(args.tr_option, "--tr-option", parser),
-            **_common_config(args, parser, {"max_steps": 200}),
-        )
+        saved = load_run(run_dir).config
+    except FileNotFoundError as exc:
+        parser.error(f"--resume {run_dir}: {exc}")
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        parser.error(f"--resume {run_dir}: the run folder has no checkpoint ({CHECKPOINT_FILE}) to continue")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in saved.items() if k in fields}
+    for key in ("max_steps", "max_epochs", "max_seconds"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    try:
+        return TrainConfig.from_dict(values)
     except (ValueError, TypeError) as exc:
-        parser.error(str(exc))
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"{config.dataset}-{config.model}-{config.method}-s{config.seed}"
-    )
+        parser.error(f"--resume {run_dir}: {exc}")
+
+
+def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from etr_core.results import CHECKPOINT_FILE
+    from etr_core.training import TrainConfig, train
+
+    if isinstance(args.resume, str):  # etr train --resume RUN_DIR: everything comes from the run folder
+        if args.out and Path(args.out) != Path(args.resume):
+            parser.error(f"--resume {args.resume} and --out {args.out} name different folders; give one")
+        out = Path(args.resume)
+        config = _resumed_config(out, args, parser)
+    else:
+        try:
+            config = TrainConfig(
+                method=args.method,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                preset=args.preset,
+                tr_options=_key_values(args.tr_option, "--tr-option", parser),
+                **_common_config(args, parser, {"max_steps": 200}),
+            )
+        except (ValueError, TypeError) as exc:
+            parser.error(str(exc))
+        out = (
+            Path(args.out)
+            if args.out
+            else Path("runs") / f"{config.dataset}-{config.model}-{config.method}-s{config.seed}"
+        )
+        if args.resume and not (out / CHECKPOINT_FILE).exists():
+            parser.error(f"--resume: {out} has no checkpoint to continue from (is --out right?)")
     if (out / "config.json").exists() and not args.resume:
         parser.error(f"{out} already holds a run: add --resume to continue it, or choose another --out")
     _check_data(config, parser)
@@ -580,7 +612,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=_positive_float, default=None, help="step size of a first-order method")
     p.add_argument("--out", default=None, help="run folder (default runs/DATASET-MODEL-METHOD-sSEED)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint: `--resume RUN_DIR` takes the configuration from the "
+        "folder (budget flags such as --max-steps extend it); a bare `--resume` continues --out",
+    )
     _add_run_options(p)
     p.set_defaults(handler=_cmd_train, command_parser=p)
 
@@ -626,8 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser(
         "plot",
         help="loss curves (Figs. 3, 4, 9, 10), TR traces, reconstructions (Fig. 11)",
-        description="Plot run folders: log loss vs backprops / epochs / seconds (mean and 95%% "
-        "CI over seeds per method, 99%% accuracy marker), radius/rho/CG traces of TR runs, "
+        description="Plot run folders: log loss vs backprops / epochs / seconds (mean and 95% "
+        "CI over seeds per method, 99% accuracy marker), radius/rho/CG traces of TR runs, "
         "autoencoder reconstructions. Writes HTML (PNG too when kaleido is installed).",
         epilog=_PLOT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -173,3 +173,28 @@ def test_help_has_examples(capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "examples:" in text and "torchrun" in text
+
+
+def test_resume_run_dir_takes_the_configuration_from_the_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--method", "TR_rms", "--batch-size", "64", "--max-steps", "3", "--out", str(out)]
+    argv += QUICK
+    assert main(argv) == 0
+    # Only the folder and a longer budget: method, batch size and data come from the saved configuration.
+    assert main(["train", "--resume", str(out), "--max-steps", "6", "--no-progress"]) == 0
+    run = load_run(out)
+    assert run.config["method"] == "TR_rms" and run.config["batch_size"] == 64
+    assert list(run.metrics["step"]) == [1, 2, 3, 4, 5, 6] and run.summary["resumed_from_step"] == 3
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error_and_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--resume", str(missing)])
+    assert exc.value.code == 2
+    assert "not a run folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--resume", "--out", str(missing), *QUICK])
+    assert exc.value.code == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert not missing.exists()
