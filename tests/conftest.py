@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-# The suite's networks are small: one intra-op thread is as fast as two and never oversubscribes
-# the cores when the browser tests run a server and a browser next to pytest.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The suite's networks are small: one intra-op thread is as fast as two, never oversubscribes the
+    cores, and is restored after each test even if the code under test changed it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -22,15 +22,6 @@ from etr_core.curvature import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny products: one intra-op thread avoids OpenMP contention on a shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def small_net():
     torch.manual_seed(0)

@@ -17,15 +17,6 @@ from etr_core.curvature import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny products: one intra-op thread avoids OpenMP contention on a shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _tiny_mlp(seed: int = 0, sizes=(5, 4, 3), act=nn.Tanh) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []

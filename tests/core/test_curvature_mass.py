@@ -15,15 +15,6 @@ from etr_core.curvature import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny products: one intra-op thread avoids OpenMP contention on a shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_identity_and_diagonal_matrices_have_mass_one():
     assert diagonal_mass(torch.eye(7)) == 1.0
     assert diagonal_mass(torch.diag(torch.tensor([-3.0, 0.0, 2.0]))) == 1.0

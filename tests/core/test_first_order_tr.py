@@ -9,14 +9,6 @@ from torch import nn
 from etr_core.optim import FirstOrderTR
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _task(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(64, 5, generator=gen, dtype=torch.float64)

@@ -27,15 +27,6 @@ from etr_core.hessian_experiment import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks: one intra-op thread avoids OpenMP contention on a shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _toy_data(n=80, features=6, classes=3, seed=0):
     # labels from a linear teacher, so a few RMSProp steps make progress
     gen = torch.Generator().manual_seed(seed)

@@ -9,15 +9,6 @@ from torch import nn
 from etr_core.hvp import flat_grad, flatten, grad_with_graph, make_hvp, unflatten_like
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to spin-waiting on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mlp_problem(seed: int = 0):
     """2-layer tanh MLP 6-10-4 on a fixed batch, float64: d = 6*10 + 10 + 10*4 + 4 = 114."""
     gen = torch.Generator().manual_seed(seed)

@@ -14,16 +14,7 @@ from etr_core.config import authors, paper_table1
 from etr_core.optim import EllipsoidalTR, StepRecord
 from etr_core.subproblem import steihaug_toint_pcg
 
-
 # --- problems ---------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is faster and immune to spin-waiting on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class Quadratic(nn.Module):
     """f(w) = 1/2 w^T B w + b^T w with B SPD: the quadratic model of Eq. 8 is exact."""

@@ -19,15 +19,6 @@ from etr_core.curvature import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny products: one intra-op thread avoids OpenMP contention on a shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_reference_values_of_the_corrected_formula():
     assert wigner_mass_closed_form(10, sigma_off=1.0, sigma_diag=2.0) == pytest.approx(0.181818, abs=1e-6)
     assert wigner_mass_closed_form(100) == pytest.approx(0.0100, abs=1e-12)
