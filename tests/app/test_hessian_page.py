@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
+from tests.app.support import open_page, plotly_figures
+
 PAGE = "pages/hessian_diagonal.py"
 TINY = {"hd_width": "2", "hd_steps": "20"}   # 64-2-10 on digits: d = 160
 
 
 def _open(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, query, timeout=180)
 
 
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+_figures = plotly_figures
 
 
 def _metrics(at: AppTest) -> dict[str, str]:

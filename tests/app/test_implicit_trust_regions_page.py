@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
+from tests.app.support import decode_array, open_page
+
 PAGE = "pages/implicit_trust_regions.py"
 W0 = np.array([-2.5, 1.5])
 
 
 def _open(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, query, timeout=90)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +32,7 @@ def _names(at: AppTest) -> list[str]:
     return [t["name"] for t in _figure(at)["data"]]
 
 
-def _arr(v) -> np.ndarray:
-    if isinstance(v, dict):
-        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).astype(np.float64)
-    return np.asarray(v, dtype=np.float64)
+_arr = decode_array
 
 
 def _trace(at: AppTest, name: str) -> tuple[np.ndarray, np.ndarray]:

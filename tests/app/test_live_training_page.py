@@ -6,7 +6,6 @@ Every worker thread is stopped and joined at the end of each test.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from etr_core.live import stop_all_runs
+from tests.app.support import plotly_figures
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
@@ -37,8 +37,7 @@ def _page(query: dict[str, str] | None = None) -> AppTest:
     return at
 
 
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+_figures = plotly_figures
 
 
 def _poll(at: AppTest, done, deadline_s: float = 120.0) -> None:

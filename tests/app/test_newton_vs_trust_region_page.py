@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = str(ROOT / "app.py")
+from tests.app.support import decode_array, open_page
+
 PAGE = "pages/newton_vs_trust_region.py"
 
 
 def _page(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, query)
 
 
 def _figure(at: AppTest, index: int) -> dict:
@@ -37,11 +29,7 @@ def _trace(fig: dict, name: str) -> dict:
     return next(t for t in fig["data"] if t.get("name") == name)
 
 
-def _array(value) -> np.ndarray:
-    """Plotly 7 ships numpy arrays as {"dtype", "bdata"}; lists stay lists."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).astype(float)
-    return np.array([np.nan if v is None else v for v in value], dtype=float)
+_array = decode_array
 
 
 def _click(at: AppTest, label: str) -> AppTest:
