@@ -13,7 +13,7 @@ Expected layout (``.gz`` or uncompressed IDX files both work)::
     <root>/cifar10/cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch
 
 Pixels are scaled to ``[0, 1]`` for every image dataset (CIFAR-10 included; the authors' code left
-CIFAR in 0-255, notes C24). ``download(name, root)`` fetches the official files with checksums for
+CIFAR in 0-255). ``download(name, root)`` fetches the official files with checksums for
 users with internet access; nothing here downloads on import or implicitly.
 """
 

@@ -5,8 +5,7 @@ Methods (``METHODS``): the stochastic ellipsoidal trust-region methods ``TR_uni`
 ``SGD``, ``Adagrad``, ``RMSprop`` and ``Adam`` (batch 32 and a step size, which the paper
 grid-searched).
 
-How cost is counted, per step and exactly (never extrapolated, unlike the authors' plots, notes
-C31):
+How cost is counted, per step and exactly (never extrapolated, unlike the published plots):
 
 * ``forward``  -- forward passes over a mini-batch. A TR step makes one at ``w`` and one at the trial
   point ``w + s`` (none when the step is rejected before evaluation); a first-order step makes one.
@@ -24,7 +23,7 @@ Full-data evaluation (train and test loss and accuracy) runs at step 0, every ``
 and at the end; its passes are not counted in the training counters.
 
 No warm-up or batch-size pivot runs unless ``preset="authors"`` is asked for; then the authors'
-undocumented first-order warm-up and pivot (notes A6) run and every record says so (``phase``,
+undocumented first-order warm-up and pivot run and every record says so (``phase``,
 ``preset``).
 """
 
@@ -711,7 +710,7 @@ class _Trainer:
         return float(rec.loss), extra
 
     def _maybe_pivot(self) -> str | None:
-        """The authors' pivot (notes A6.2): at the first TR step of every ``every_epochs``-th epoch,
+        """The authors' pivot: at the first TR step of every ``every_epochs``-th epoch,
         undo the steps since the last pivot if the full training loss did not decrease, and grow the
         batch. The radius and the ellipsoid are not rolled back (as in their code)."""
         epoch = self.sampler.samples_seen // self.data.n_train

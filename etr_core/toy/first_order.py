@@ -68,7 +68,7 @@ METHOD_LABELS = {
 }
 DIVERGENCE_GROWTH = 1.0e4
 _TR_ELLIPSOID = {"tr_sphere": "first_order_tr_uniform", "tr_adagrad": "first_order_tr_adagrad"}
-# Paper Table 1 rules for the first-order TR methods (D6.5 of the reference numbers).
+# Paper Table 1 rules for the first-order TR methods.
 # Below this gradient norm the scalar products of the Theorem 1 step underflow: the run stops there.
 _STATIONARY_GRAD = 1e-140
 TR_DEFAULTS = {"max_radius": 10.0, "eta1": 1e-4, "eta2": 0.95, "gamma1": 1.1, "gamma2": 1.5}

@@ -12,7 +12,7 @@ from etr_core.subproblem import cauchy_point, first_order_tr_step, steihaug_toin
 
 
 def test_theorem1_reference_numbers():
-    """Notes D6.1: A = diag(1, 4, 9), g = 1, eta = 0.5."""
+    """Worked example: A = diag(1, 4, 9), g = 1, eta = 0.5."""
     A = torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64)
     g = torch.ones(3, dtype=torch.float64)
     eta = 0.5
@@ -106,7 +106,7 @@ def test_cauchy_point_against_grid_and_steihaug_decrease(seed):
         assert cp.pred_reduction == pytest.approx(-float(g @ s + 0.5 * s @ B @ s), rel=1e-12)
         assert cp.step_m_norm <= radius * (1 + 1e-12)
         assert cp.hvp_calls == 1
-        # D5.4: Steihaug-Toint does at least as well as the Cauchy point.
+        # Steihaug-Toint does at least as well as the Cauchy point.
         st = steihaug_toint_pcg(g, lambda v, B=B: B @ v, radius, m)
         assert st.pred_reduction >= cp.pred_reduction * (1 - 1e-12)
 

@@ -1,4 +1,4 @@
-"""FirstOrderTR (paper appendix B, Fig. 5): Theorem 1 inside the training loop and the D6.5 table."""
+"""FirstOrderTR (paper appendix B, Fig. 5): Theorem 1 inside the training loop and the Fig. 5 iteration counts."""
 
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def _iterations_to_target(kappa: float, ellipsoid: str, radius: float) -> int:
     [("uniform", {1e-4: 646, 1e-2: 597, 1.0: 557}), ("adagrad", {1e-4: 145, 1e-2: 94, 1.0: 49})],
 )
 def test_d65_spherical_vs_ellipsoidal_on_ill_conditioned_quadratic(ellipsoid, expected):
-    """Notes D6.5, kappa = 100: spherical first-order TR needs 550-650 iterations, the Adagrad
+    """Fig. 5 analogue, kappa = 100: spherical first-order TR needs 550-650 iterations, the Adagrad
     ellipsoid 50-150 (the paper's Fig. 5 point). Counts within +-20%."""
     for radius, reference in expected.items():
         n = _iterations_to_target(100.0, ellipsoid, radius)

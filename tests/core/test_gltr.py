@@ -100,7 +100,8 @@ def test_each_lanczos_iterate_is_the_krylov_space_optimum():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_residual_estimate_equals_true_residual(seed):
-    """Notes C6: ||(B + lambda M) s + g||_{M^-1} = gamma_{k+1} |h_k|, not |h_k| ||r_{k+1}||_{M^-1}."""
+    """Lanczos-phase residual: ||(B + lambda M) s + g||_{M^-1} = gamma_{k+1} |h_k|,
+    not |h_k| ||r_{k+1}||_{M^-1}."""
     B, g, m = _problem(10 + seed, 20, "indefinite")
     res = gltr(g, lambda v: B @ v, 0.5, m, kappa=1e-12, max_iter=12, record=True, residual_norm="m_inv")
     lanczos = [h for h in res.history if h["phase"] == "lanczos"]

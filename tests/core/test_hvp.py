@@ -1,4 +1,4 @@
-"""Hessian-vector products through one retained graph (notes D5.13) against independent oracles."""
+"""Hessian-vector products through one retained graph against independent oracles."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Deterministic driver: SciPy trust-ncg parity (notes D6.3), paper-rule counts (D6.4), history."""
+"""Deterministic driver: SciPy trust-ncg parity, paper-rule counts, history."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_scipy_trust_ncg_parity_on_rosenbrock(x0):
     [("tr_uniform", 28, 47), ("tr_adagrad", 31, 53), ("tr_rms", 31, 55)],
 )
 def test_paper_rule_counts_on_rosenbrock(method, nit, nhev):
-    """Notes D6.4: Delta0 = 1, Delta_max = 10, eta1 1e-4, eta2 0.95, gamma1 1.1, gamma2 1.5."""
+    """Paper rules: Delta0 = 1, Delta_max = 10, eta1 1e-4, eta2 0.95, gamma1 1.1, gamma2 1.5."""
     res = minimize(rosen, [-1.2, 1.0], method, rule="paper", gtol=1e-8, radius=1.0, gamma2=1.5)
     assert res.success and res.fun < 1e-15
     assert abs(res.nit - nit) <= 0.2 * nit and abs(res.nhev - nhev) <= 0.2 * nhev

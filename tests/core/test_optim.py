@@ -68,7 +68,7 @@ def test_rho_is_one_on_exact_quadratic(ellipsoid, solver):
 
 
 def test_large_radius_quadratic_converges_in_one_step():
-    """D5.9: with a huge radius and kappa ~ 0, one outer step lands on the minimiser -B^-1 b."""
+    """With a huge radius and kappa ~ 0, one outer step lands on the minimiser -B^-1 b."""
     q = Quadratic(10, seed=2)
     opt = EllipsoidalTR(
         q.parameters(), ellipsoid="uniform", radius=10.0, max_radius=100.0, krylov_tol=1e-12, max_krylov=100
@@ -417,7 +417,7 @@ def test_lanczos_solver_trains_and_keeps_feasibility():
     assert float(nn.functional.cross_entropy(model(X), y).detach()) < loss0
 
 
-# --- the digits claim (notes D6.6) -------------------------------------------------------------------
+# --- the digits claim -------------------------------------------------------------------
 def test_digits_ellipsoidal_beats_uniform():
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
     data = sklearn_datasets.load_digits()
@@ -445,7 +445,7 @@ def test_digits_ellipsoidal_beats_uniform():
 
 @pytest.mark.cuda
 def test_cuda_step_matches_cpu():
-    """D5.17: one float32 TR step on CUDA equals the CPU step to float32 accuracy."""
+    """One float32 TR step on CUDA equals the CPU step to float32 accuracy."""
     torch.backends.cuda.matmul.allow_tf32 = False
     steps, records = [], []
     for device in ("cpu", "cuda"):
@@ -468,7 +468,7 @@ def test_cuda_step_matches_cpu():
 def test_config_presets_round_trip_and_authors_table():
     from etr_core.config import AUTHORS_PRESETS, TRConfig
 
-    assert len(AUTHORS_PRESETS) == 8  # notes A8: 8 dataset/model folders, 24 TR files
+    assert len(AUTHORS_PRESETS) == 8  # 8 dataset/model pairs, 24 TR parameter files
     for dataset, model in AUTHORS_PRESETS:
         for kind in ("uniform", "adagrad", "rms"):
             c = authors(dataset, model, kind)

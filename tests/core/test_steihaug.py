@@ -1,4 +1,4 @@
-"""Preconditioned Steihaug-Toint CG in the M-norm (Eq. 8, Eq. 36, appendix B.2; notes D4-D6).
+"""Preconditioned Steihaug-Toint CG in the M-norm (Eq. 8, Eq. 36, appendix B.2).
 
 Oracles: SciPy's CGSteihaugSubproblem (spherical), dense linear solves, the change of variables
 u = M^{1/2} s, and the model m(s) - m(0) = g^T s + 1/2 s^T B s evaluated directly.
@@ -49,7 +49,7 @@ def _random_problem(gen, d, kind):
     return B, g, m
 
 
-# Notes D6.2: (B diag, g, m, radius) -> (step, ||s||_M, m(s) - m(0), exit, Hv count)
+# Worked 2-D cases: (B diag, g, m, radius) -> (step, ||s||_M, m(s) - m(0), exit, Hv count)
 D62 = [
     ((1, 10), (1, 1), (1, 1), 10, (-1, -0.1), 1.004988, -0.55, "converged", 2),
     ((1, 10), (1, 1), (1, 1), 0.5, (-0.476215, -0.152378), 0.5, -0.399107, "boundary", 2),
@@ -75,7 +75,7 @@ def test_reference_table_d62(bdiag, g, m, radius, step, norm, change, exit_reaso
 @pytest.mark.parametrize("kind", ["pd", "indefinite", "zero", "rank_deficient"])
 @pytest.mark.parametrize("root", ["positive", "best"])
 def test_feasibility_and_exact_model_value(kind, root):
-    """D5.2 and D5.3: ||s||_M <= radius (equality on boundary exits); pred = -(g^T s + 1/2 s^T B s) >= 0."""
+    """||s||_M <= radius (equality on boundary exits); pred = -(g^T s + 1/2 s^T B s) >= 0."""
     gen = torch.Generator().manual_seed(11)
     for trial in range(4):
         B, g, m = _random_problem(gen, 8, kind)
@@ -95,7 +95,7 @@ def test_feasibility_and_exact_model_value(kind, root):
 
 
 def test_monotone_model_and_increasing_m_norm_along_iterates():
-    """D5.3: with record=True the model values strictly decrease and ||s_k||_M strictly increases.
+    """With record=True the model values strictly decrease and ||s_k||_M strictly increases.
 
     Steihaug's theorem is exact-arithmetic; it is checked over the first 15 iterations on d = 40, before
     floating-point CG loses conjugacy (late iterations on small d can wobble at the 1e-6 level).
@@ -121,7 +121,7 @@ def test_monotone_model_and_increasing_m_norm_along_iterates():
 
 
 def test_newton_limit():
-    """D5.5: convex B, huge radius, kappa ~ 0, K = 10 d: the Newton step."""
+    """Convex B, huge radius, kappa ~ 0, K = 10 d: the Newton step."""
     gen = torch.Generator().manual_seed(2)
     for _ in range(3):
         B, g, m = _random_problem(gen, 10, "pd")
@@ -141,7 +141,7 @@ def _scipy_steihaug(g, B, radius):
 
 
 def test_uniform_equals_scipy_steihaug_on_20_problems_with_every_exit():
-    """D5.6: m = 1, kappa = 0.5, theta = 0.5 reproduces SciPy's trust-ncg subproblem solver."""
+    """M = 1, kappa = 0.5, theta = 0.5 reproduces SciPy's trust-ncg subproblem solver."""
     gen = torch.Generator().manual_seed(7)
     seen = set()
     for trial in range(20):
@@ -167,7 +167,7 @@ def test_uniform_equals_scipy_steihaug_on_20_problems_with_every_exit():
 
 
 def test_scaled_identity_equals_uniform_with_scaled_radius():
-    """D5.6: m = c 1 equals the uniform solver with radius / sqrt(c)."""
+    """M = c 1 equals the uniform solver with radius / sqrt(c)."""
     gen = torch.Generator().manual_seed(8)
     for kind in ("pd", "indefinite"):
         B, g, _ = _random_problem(gen, 7, kind)
@@ -189,7 +189,7 @@ def test_scaled_identity_equals_uniform_with_scaled_radius():
 
 
 def test_change_of_variables_boundary_exits():
-    """D5.7: PCG(m) = M^{-1/2} Steihaug(M^{-1/2} g, M^{-1/2} B M^{-1/2}) (SciPy as the spherical oracle)."""
+    """PCG(m) = M^{-1/2} Steihaug(M^{-1/2} g, M^{-1/2} B M^{-1/2}) (SciPy as the spherical oracle)."""
     gen = torch.Generator().manual_seed(9)
     checked = 0
     for trial in range(10):
@@ -207,7 +207,7 @@ def test_change_of_variables_boundary_exits():
 
 
 def test_jacobi_preconditioner_takes_one_step():
-    """D5.8: diagonal B with m = diag(B): one Hv, at the Newton step or on the boundary along it."""
+    """Diagonal B with m = diag(B): one Hv, at the Newton step or on the boundary along it."""
     b = torch.tensor([0.5, 3.0, 40.0, 7.0], dtype=F64)
     g = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=F64)
     newton = -g / b
@@ -391,7 +391,7 @@ def test_dispatcher_selects_the_solver():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_smoke_matches_cpu(dtype):
-    """D5.17: the solvers and ellipsoids keep the device of their inputs and agree with the CPU."""
+    """The solvers and ellipsoids keep the device of their inputs and agree with the CPU."""
     from etr_core.ellipsoids import RMSPropEllipsoid
     from etr_core.subproblem import first_order_tr_step, gltr
 

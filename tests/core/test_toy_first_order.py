@@ -1,5 +1,5 @@
 """First-order methods on 2-D quadratics and their implicit trust regions (Theorem 1, Corollary 1,
-Fig. 1, Fig. 5, reference numbers D6.5), checked against independent oracles: closed forms, torch.optim,
+Fig. 1, Fig. 5), checked against independent oracles: closed forms, torch.optim,
 scipy.linalg.sqrtm, a dense search over each ellipse's boundary and the KKT condition."""
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def test_tr_adagrad_shape_is_the_adagrad_diagonal() -> None:
     assert np.allclose(sphere.shapes, np.eye(2))
 
 
-# Reference numbers D6.5: iterations until f < 1e-8 from w0 = (2, 1), paper rules.
+# Fig. 5 analogue: iterations until f < 1e-8 from w0 = (2, 1), paper rules.
 D65 = {
     ("tr_sphere", 1.0): (110, 65, 36),
     ("tr_sphere", 100.0): (646, 597, 557),

@@ -38,7 +38,7 @@ def test_trust_region_runs_converge_on_a_quadratic_and_rosenbrock(method: str) -
     rosen = get_function("rosenbrock")
     run = run_trust_region(rosen, (-1.2, 1.0), method, max_iter=200, gtol=1e-8)
     assert run.status == "converged" and np.allclose(run.final_point, [1.0, 1.0], atol=1e-6)
-    # Deterministic TR on a quadratic: the model is exact, so rho = 1 for every step (D5.9).
+    # Deterministic TR on a quadratic: the model is exact, so rho = 1 for every step.
     quad_run = run_trust_region(fn, (2.0, 1.0), method, max_iter=200, gtol=1e-8)
     finite = np.isfinite(quad_run.rho)
     assert np.allclose(quad_run.rho[finite], 1.0, atol=1e-8)

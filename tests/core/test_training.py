@@ -159,7 +159,7 @@ def test_authors_preset_runs_a_labelled_warmup():
 
 
 def test_authors_pivot_keeps_improvements_and_undoes_the_rest(monkeypatch):
-    """Pivot (notes A6.2): every 10 epochs the full loss is compared with the last pivot's; a worse
+    """Pivot: every 10 epochs the full loss is compared with the last pivot's; a worse
     loss restores the parameters saved at that pivot before the TR step is taken."""
     from etr_core import training
 

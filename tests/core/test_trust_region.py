@@ -1,4 +1,4 @@
-"""Outer-loop rules of Algorithm 1 (Eq. 10, line 7): rho, step quality, radius update (notes D5.10)."""
+"""Outer-loop rules of Algorithm 1 (Eq. 10, line 7): rho, step quality, radius update."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_reduction_ratio_tiny_threshold():
     assert reduction_ratio(1.0, 1.0 - 2e-12, 1e-12 * 2, tiny=1e-12) == pytest.approx(1.0, rel=1e-3)
 
 
-# D5.10 radius table: (rho, expected quality, expected radius from radius 1.0)
+# Radius table: (rho, expected quality, expected radius from radius 1.0)
 TABLE = [
     (float("nan"), "unsuccessful", 1.0 / GAMMA2),
     (-math.inf, "unsuccessful", 1.0 / GAMMA2),
