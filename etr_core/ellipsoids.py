@@ -166,9 +166,14 @@ class _AccumulatingEllipsoid:
                 )
             return torch.full((like.numel(),), math.sqrt(self.eps), device=like.device, dtype=like.dtype)
         scale = self._scale()
-        out = self.v.mul(scale) if scale != 1.0 else self.v.clone()
-        if self.eps_mode == "paper":
-            out.add_(self.eps)
+        if scale != 1.0:
+            out = self.v.mul(scale)
+            if self.eps_mode == "paper":
+                out.add_(self.eps)
+        elif self.eps_mode == "paper":
+            out = torch.add(self.v, self.eps)  # one pass instead of a copy and an in-place add
+        else:
+            out = self.v.clone()
         out.sqrt_()
         # float32 underflow in "authors" mode can reach exactly 0; keep the result strictly positive.
         if self.eps_mode == "authors":

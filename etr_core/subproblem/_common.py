@@ -63,10 +63,15 @@ def read_hvp(hvp: Callable[[Tensor], Tensor], p: Tensor) -> Tensor:
     return q
 
 
-def initial_scalars(g: Tensor, m: Tensor) -> tuple[Tensor, float, float, float]:
-    """``(neg_inv_m, g^T g, g^T M^-1 g, min m)`` with one host read; checks ``m`` is finite and > 0."""
+def initial_scalars(g: Tensor, m: Tensor, p0: Tensor | None = None) -> tuple[Tensor, float, float, float]:
+    """``(neg_inv_m, g^T g, g^T M^-1 g, min m)`` with one host read; checks ``m`` is finite and > 0.
+
+    ``p0``, when given, receives ``-M^-1 g`` (the first CG direction), which this computes anyway.
+    """
     neg_inv_m = torch.reciprocal(m).neg_()
-    stats = torch.stack([torch.dot(g, g), torch.dot(g, g * neg_inv_m), m.min(), m.max()]).tolist()
+    p0 = torch.mul(g, neg_inv_m, out=p0) if p0 is not None else g * neg_inv_m
+    m_min, m_max = torch.aminmax(m)
+    stats = torch.stack([torch.dot(g, g), torch.dot(g, p0), m_min, m_max]).tolist()
     gg, neg_gMg, m_min, m_max = (float(x) for x in stats)
     if not (m_min > 0.0 and math.isfinite(m_max)):
         raise ValueError(f"m must be finite and strictly positive, got min(m)={m_min!r}, max(m)={m_max!r}")

@@ -96,7 +96,8 @@ def steihaug_toint_pcg(
     check_choice("root", root, ROOTS)
     m = diagonal_like(m, g)
 
-    neg_inv_m, gg, gamma, _ = initial_scalars(g, m)
+    p = torch.empty_like(g)
+    neg_inv_m, gg, gamma, _ = initial_scalars(g, m, p0=p)   # p_0 = -M^-1 g
     if not (math.isfinite(gg) and math.isfinite(gamma)):
         return trivial_result(g, EXIT_NONFINITE, record)
     if gg == 0.0 or gamma == 0.0:  # gamma underflows for denormal gradients
@@ -109,8 +110,9 @@ def steihaug_toint_pcg(
     s = torch.zeros_like(g)
     r = g.clone()
     r_next = torch.empty_like(g)
-    p = g * neg_inv_m           # p_0 = -M^-1 g
     w = torch.empty_like(g)     # holds -M^-1 r_{k+1}
+    scalars = torch.empty(3, dtype=g.dtype, device=g.device)
+    curv_out, rw_out, rr_out = scalars.unbind()
     sMs, sMp, pMp = 0.0, 0.0, gamma
     change = 0.0                # m(s) - m(0)
     history: list[dict] | None = None
@@ -124,17 +126,18 @@ def steihaug_toint_pcg(
     for k in range(max_iter):
         q = read_hvp(hvp, p)
         hvp_calls += 1
-        curv_t = torch.dot(p, q)
+        curv_t = torch.dot(p, q, out=curv_out)
         # Speculative residual update with alpha kept on the device: one host read per iteration.
         torch.addcmul(r, gamma / curv_t, q, out=r_next)
+        del q  # dropped before the next product, whose result then reuses its (cached) memory
         torch.mul(r_next, neg_inv_m, out=w)
+        torch.dot(r_next, w, out=rw_out)
         if residual_norm == "l2":
-            curv, neg_gamma_next, rr = torch.stack(
-                [curv_t, torch.dot(r_next, w), torch.dot(r_next, r_next)]
-            ).tolist()
+            torch.dot(r_next, r_next, out=rr_out)
+            curv, neg_gamma_next, rr = scalars.tolist()
             gamma_next = -neg_gamma_next
         else:
-            curv, neg_gamma_next = torch.stack([curv_t, torch.dot(r_next, w)]).tolist()
+            curv, neg_gamma_next = scalars[:2].tolist()
             gamma_next = rr = -neg_gamma_next
         iterations = k + 1
 

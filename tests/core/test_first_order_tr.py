@@ -1,4 +1,4 @@
-"""FirstOrderTR (paper appendix B, Fig. 5): Theorem 1 inside the training loop and the Fig. 5 iteration counts."""
+"""FirstOrderTR (paper appendix B, Fig. 5): Theorem 1 inside the loop and the Fig. 5 iteration counts."""
 
 from __future__ import annotations
 
