@@ -140,15 +140,19 @@ def gltr(
     iterations = 0
     exit_reason = EXIT_MAX_ITER
 
+    scalars = torch.empty(3, dtype=g.dtype, device=g.device)
+    curv_out, rw_out, rr_out = scalars.unbind()
+
     for k in range(max_iter):
         q = read_hvp(hvp, p)
         hvp_calls += 1
-        curv_t = torch.dot(p, q)
+        curv_t = torch.dot(p, q, out=curv_out)
         torch.addcmul(r, gamma / curv_t, q, out=r_next)
+        del q  # released before the next product (as in the Steihaug-Toint solver)
         torch.mul(r_next, neg_inv_m, out=w)
-        curv, neg_gamma_next, rr = torch.stack(
-            [curv_t, torch.dot(r_next, w), torch.dot(r_next, r_next)]
-        ).tolist()
+        torch.dot(r_next, w, out=rw_out)
+        torch.dot(r_next, r_next, out=rr_out)
+        curv, neg_gamma_next, rr = scalars.tolist()  # the one host read of this iteration
         gamma_next = -neg_gamma_next
         iterations = k + 1
         if not math.isfinite(curv):
