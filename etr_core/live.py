@@ -552,12 +552,15 @@ class LiveRun:
             state.status = status
 
     def _train_one(self, state: _MethodState, train_fn: TrainFn) -> None:
+        import torch
+
         baton = self._baton
+        threads_before = torch.get_num_threads()
         try:
             if self.torch_threads is not None and self.device == "cpu":
-                import torch
-
-                torch.set_num_threads(self.torch_threads)  # applies to this thread's intra-op pool
+                # Also the default for threads started later (e.g. the server's next script runs):
+                # restored in ``finally`` so the rest of the app keeps its thread count.
+                torch.set_num_threads(self.torch_threads)
             if baton is not None:
                 baton.wait_turn(state.name)  # setup time before the first step is not counted
             if self._stop_event.is_set():
@@ -587,6 +590,7 @@ class LiveRun:
                 state.error = f"{type(exc).__name__}: {exc}"
                 state.traceback = traceback.format_exc()
         finally:
+            torch.set_num_threads(threads_before)
             if baton is not None:
                 baton.leave(state.name)
 

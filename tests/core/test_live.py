@@ -193,6 +193,20 @@ def test_worker_uses_the_configured_torch_threads_and_leaves_the_caller_alone() 
     assert torch.get_num_threads() == before
 
 
+def test_threads_started_after_a_run_keep_the_app_thread_count() -> None:
+    """torch.set_num_threads in a worker also sets the default of threads started later (the server's
+    next script runs); the worker must put it back when it ends."""
+    torch.set_num_threads(2)  # restored by the conftest fixture
+    run, _ = _run([FakeConfig("A", max_steps=2)], train_fn=FakeTrain(), torch_threads=1)
+    run.start()
+    assert run.join(20)
+    seen: list[int] = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert seen == [2]
+
+
 def test_backprop_budget_stops_each_method_at_the_first_step_reaching_it() -> None:
     run, _ = _run([FakeConfig("A", max_steps=None, cost=3), FakeConfig("B", max_steps=None, cost=4)],
                   max_backprops=10)
