@@ -86,6 +86,9 @@ def test_bad_input_is_rejected_clearly():
         diagonal_mass(torch.ones(2, 3))
     with pytest.raises(ValueError, match="NaN or Inf"):
         diagonal_mass(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]))
+    for bad in ([[1.0, float("inf")], [0.0, 1.0]], [[float("inf"), 0.0], [0.0, float("-inf")]]):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            diagonal_mass(torch.tensor(bad))
     with pytest.raises(ValueError, match="all zeros"):
         diagonal_mass(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="tile"):
