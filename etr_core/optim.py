@@ -33,7 +33,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -88,6 +88,18 @@ class StepRecord:
 
 
 _NAN = float("nan")
+
+
+class _Prepared(NamedTuple):
+    """What a step needs after the gradient: float64 loss, flat gradient, Hessian-vector product of the
+    batch (``None`` when not formed), gradient norm, whether the ellipsoid was updated, its diagonal."""
+
+    loss: float
+    g: Tensor
+    hvp: HessianVectorProduct | None
+    grad_norm: float
+    updated: bool
+    m: Tensor
 
 
 class _TrustRegionBase(torch.optim.Optimizer):
@@ -236,6 +248,29 @@ class _TrustRegionBase(torch.optim.Optimizer):
                 stacklevel=3,
             )
         return record
+
+    def _begin_step(
+        self, closure: Closure, *, create_graph: bool
+    ) -> tuple[Tensor, _Prepared | None]:
+        """The part of every step before the model: loss and gradient, the no-move outcomes (non-finite
+        loss or gradient, zero gradient; each recorded here), the ellipsoid update and its diagonal.
+        Returns the detached loss to hand back and, when the step goes on, what it needs."""
+        if closure is None or not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step needs a closure that returns the batch loss")
+        loss_t, loss, g, hvp = self._loss_and_grad(closure, create_graph=create_graph)
+        loss_t = loss_t.detach()  # the forward graph lives on only inside the Hessian products
+        if g is None:
+            self._finish(self._no_move(loss, _NAN, "nonfinite", "nonfinite_loss", False))
+            return loss_t, None
+        grad_norm = float(torch.linalg.vector_norm(g))
+        if not math.isfinite(grad_norm):
+            self._finish(self._no_move(loss, grad_norm, "nonfinite", "nonfinite_gradient", False))
+            return loss_t, None
+        updated = self._update_ellipsoid(g)
+        if grad_norm == 0.0:
+            self._finish(self._no_move(loss, 0.0, "zero_gradient", None, updated))
+            return loss_t, None
+        return loss_t, _Prepared(loss, g, hvp, grad_norm, updated, self.ellipsoid.diag(like=g))
 
     def _update_ellipsoid(self, g: Tensor) -> bool:
         if self.config.ellipsoid_update == "every_iteration" or self._last_accepted:
@@ -480,24 +515,13 @@ class EllipsoidalTR(_TrustRegionBase):
 
     def step(self, closure: Closure, hessian_closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         """One iteration of Algorithm 1 on the closure's batch; returns the loss at ``w``."""
-        if closure is None or not callable(closure):
-            raise TypeError(f"{type(self).__name__}.step needs a closure that returns the batch loss")
         if hessian_closure is not None and not callable(hessian_closure):
             raise TypeError(f"hessian_closure must be callable or None, got {type(hessian_closure).__name__}")
-        loss_t, loss, g, local_hvp = self._loss_and_grad(closure, create_graph=hessian_closure is None)
-        loss_t = loss_t.detach()  # the forward graph lives on only inside the Hessian products
-        if g is None:
-            self._finish(self._no_move(loss, _NAN, "nonfinite", "nonfinite_loss", False))
+        loss_t, prep = self._begin_step(closure, create_graph=hessian_closure is None)
+        if prep is None:
             return loss_t
-        grad_norm = float(torch.linalg.vector_norm(g))
-        if not math.isfinite(grad_norm):
-            self._finish(self._no_move(loss, grad_norm, "nonfinite", "nonfinite_gradient", False))
-            return loss_t
-        updated = self._update_ellipsoid(g)
-        if grad_norm == 0.0:
-            self._finish(self._no_move(loss, 0.0, "zero_gradient", None, updated))
-            return loss_t
-        m = self.ellipsoid.diag(like=g)
+        loss, g, local_hvp, grad_norm, updated, m = prep
+        del prep  # the only other reference to the retained graph (freed below)
         if hessian_closure is not None:
             h_loss = self._evaluate(hessian_closure, grad_enabled=True)
             self._check_no_backward()
@@ -620,22 +644,10 @@ class FirstOrderTR(_TrustRegionBase):
 
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """One first-order TR iteration on the closure's batch; returns the loss at ``w``."""
-        if closure is None or not callable(closure):
-            raise TypeError(f"{type(self).__name__}.step needs a closure that returns the batch loss")
-        loss_t, loss, g, _ = self._loss_and_grad(closure, create_graph=False)
-        loss_t = loss_t.detach()
-        if g is None:
-            self._finish(self._no_move(loss, _NAN, "nonfinite", "nonfinite_loss", False))
+        loss_t, prep = self._begin_step(closure, create_graph=False)
+        if prep is None:
             return loss_t
-        grad_norm = float(torch.linalg.vector_norm(g))
-        if not math.isfinite(grad_norm):
-            self._finish(self._no_move(loss, grad_norm, "nonfinite", "nonfinite_gradient", False))
-            return loss_t
-        updated = self._update_ellipsoid(g)
-        if grad_norm == 0.0:
-            self._finish(self._no_move(loss, 0.0, "zero_gradient", None, updated))
-            return loss_t
-        m = self.ellipsoid.diag(like=g)
+        loss, g, _, grad_norm, updated, m = prep
         forced = self.radius_rule == "eta"
         if forced:
             self.radius = self.lr * float(m_inv_norm(g, m))
