@@ -476,3 +476,29 @@ def test_denormal_gradient_with_underflowing_preconditioned_norm_is_zero_gradien
         result = solver(g, lambda v: B @ v, 1.0, m)
         assert result.exit == "zero_gradient"
         assert result.hvp_calls == 0
+
+
+@pytest.mark.parametrize("kind", ["pd", "indefinite", "boundary"])
+def test_speculative_accelerator_path_equals_the_cpu_path(kind, monkeypatch):
+    """The accelerator path (one batched host read per iteration, alpha kept on the device) and the CPU
+    path (curvature read first, scalar alpha) are the same algorithm: same exits, steps, decreases."""
+    import etr_core.subproblem.steihaug as steihaug_module
+
+    gen = torch.Generator().manual_seed(7)
+    d = 30
+    Q = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))[0]
+    eig = torch.linspace(0.5, 20.0, d, dtype=torch.float64)
+    if kind == "indefinite":
+        eig[:5] = -torch.linspace(0.1, 2.0, 5, dtype=torch.float64)
+    B = Q @ torch.diag(eig) @ Q.T
+    g = torch.randn(d, generator=gen, dtype=torch.float64)
+    m = torch.rand(d, generator=gen, dtype=torch.float64) + 0.5
+    radius = 0.05 if kind == "boundary" else 100.0
+    runs = []
+    for speculative in (False, True):
+        monkeypatch.setattr(steihaug_module, "_speculative_reads", lambda device, s=speculative: s)
+        runs.append(steihaug_toint_pcg(g, lambda v: B @ v, radius, m, kappa=1e-10, max_iter=60))
+    cpu, accel = runs
+    assert cpu.exit == accel.exit and cpu.iterations == accel.iterations and cpu.hvp_calls == accel.hvp_calls
+    assert torch.allclose(cpu.step, accel.step, rtol=1e-10, atol=1e-12)
+    assert cpu.pred_reduction == pytest.approx(accel.pred_reduction, rel=1e-10)
