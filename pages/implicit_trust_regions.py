@@ -60,6 +60,19 @@ PRESETS = {
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
+def _geometry_note(kappa: float, theta: float) -> str:
+    """One sentence on whether a diagonal ellipse can fit the current level sets."""
+    tilt = abs(((float(theta) + 45.0) % 90.0) - 45.0)  # angle to the nearest coordinate axis
+    if kappa <= 1.0:
+        return ("Here κ = 1: the level sets are circles, so the sphere is already the right shape and "
+                "every method's region only rescales it.")
+    if tilt < 1.0:
+        return ("Here the level sets are axis-aligned, so a diagonal ellipse can match them; rotate them "
+                "(preset Fig. 1 right) and it no longer fits.")
+    return (f"Here the level sets are tilted {tilt:.0f}° from the axes: no diagonal ellipse can follow the "
+            "valley, while the full-matrix Adagrad ellipse can rotate with it (section 3.2).")
+
+
 def _trajectory(kappa: float, theta: float, x0: float, y0: float, n_iter: int, method: str, lr: float):
     return run_method(make_quadratic(kappa, theta), method, lr, n_iter, (x0, y0))
 
@@ -154,8 +167,7 @@ st.markdown(f"**Why.** GD's trust region is a circle: it cannot tell the steep d
             f"L = {problem.L:g}) from the flat one (μ = {problem.mu:g}), so one step size must stay below "
             f"2/L = {2 / problem.L:.4g} and crawls along the valley. Adagrad's ellipse "
             "A = diag(√(Σ g² + ε)) is short where gradients were large and long where they were small, "
-            "so the same step travels further along the flat direction. Rotate the level sets and the "
-            "diagonal ellipse no longer fits; the full-matrix ellipse does (section 3.2).")
+            f"so the same step travels further along the flat direction. {_geometry_note(kappa, theta)}")
 
 st.subheader("Log suboptimality over random starts")
 if runs:

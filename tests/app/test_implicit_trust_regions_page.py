@@ -201,3 +201,19 @@ def test_suboptimality_band_caption_and_traces(page: AppTest) -> None:
 def test_figure_payload_is_modest(page: AppTest) -> None:
     sizes = [chart.proto.ByteSize() for chart in page.get("plotly_chart")]
     assert sizes[0] < 600_000 and sizes[1] < 100_000
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"itr_kappa": "20", "itr_theta": "0"}, "axis-aligned"),
+        ({"itr_kappa": "20", "itr_theta": "30"}, "tilted 30°"),
+        ({"itr_kappa": "20", "itr_theta": "60"}, "tilted 30°"),
+        ({"itr_kappa": "20", "itr_theta": "90"}, "axis-aligned"),  # a quarter turn is axis-aligned again
+        ({"itr_kappa": "1", "itr_theta": "45"}, "κ = 1"),
+    ],
+)
+def test_why_text_follows_the_geometry(query: dict[str, str], expected: str) -> None:
+    at = _open(query)
+    why = next(m.value for m in at.markdown if m.value.startswith("**Why.**"))
+    assert expected in why
