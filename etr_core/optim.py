@@ -287,6 +287,60 @@ class _TrustRegionBase(torch.optim.Optimizer):
             self._last_accepted = record.accepted
         self.last_step = record
 
+    def _settle(
+        self,
+        *,
+        loss: float,
+        grad_norm: float,
+        updated: bool,
+        result: Any,
+        pred: float,
+        step_l2: float,
+        outcome: tuple[float, float, str, bool, str | None],
+        adapt_radius: bool = True,
+        stacklevel: int = 3,
+    ) -> StepRecord:
+        """Radius update (Algorithm 1, line 7), the warning for a faulty step, and the step's record.
+        ``outcome`` is (trial_loss, rho, quality, accepted, fault) as :meth:`_judge` returns it."""
+        trial_f, rho, quality, accepted, fault = outcome
+        radius_before = self.radius
+        if adapt_radius:
+            self.radius = update_radius(
+                self.radius,
+                quality,
+                self.config.gamma1,
+                self.config.gamma2_value,
+                self.config.max_radius,
+                hit_boundary=result.hit_boundary,
+                grow_only_on_boundary=self.config.grow_only_on_boundary,
+            )
+        if fault is not None:
+            warnings.warn(
+                f"{type(self).__name__} step {self.counters['steps']}: {fault}; step rejected",
+                RuntimeWarning,
+                stacklevel=stacklevel + 1,
+            )
+        return StepRecord(
+            step=self.counters["steps"],
+            loss=loss,
+            trial_loss=trial_f,
+            rho=rho,
+            radius_before=radius_before,
+            radius_after=self.radius,
+            accepted=accepted,
+            quality=quality,
+            exit=result.exit,
+            cg_iterations=int(result.iterations),
+            hvp_calls=int(result.hvp_calls),
+            pred_reduction=pred,
+            actual_reduction=loss - trial_f,
+            step_m_norm=float(result.step_m_norm),
+            step_l2_norm=step_l2,
+            grad_norm=grad_norm,
+            ellipsoid_updated=updated,
+            fault=fault,
+        )
+
     def _judge(
         self, closure: Closure, loss: float, s: Tensor, pred: float, *, forced: bool = False
     ) -> tuple[float, float, str, bool, str | None]:
@@ -534,51 +588,18 @@ class EllipsoidalTR(_TrustRegionBase):
         return loss_t
 
     def _conclude(self, closure: Closure, loss: float, grad_norm: float, updated: bool, result) -> StepRecord:
-        radius_before = self.radius
         s = result.step
         step_l2 = float(torch.linalg.vector_norm(s))
         pred = float(result.pred_reduction)
-        trial_f, rho, fault = _NAN, -math.inf, None
         if result.exit == "nonfinite" or not math.isfinite(step_l2) or not math.isfinite(pred):
-            fault, quality, accepted = "nonfinite_hvp", "unsuccessful", False
+            outcome = (_NAN, -math.inf, "unsuccessful", False, "nonfinite_hvp")
         elif not pred > self.config.tiny_pred:
-            fault, quality, accepted = "nonpositive_pred", "unsuccessful", False
+            outcome = (_NAN, -math.inf, "unsuccessful", False, "nonpositive_pred")
         else:
-            trial_f, rho, quality, accepted, fault = self._judge(closure, loss, s, pred)
-        self.radius = update_radius(
-            self.radius,
-            quality,
-            self.config.gamma1,
-            self.config.gamma2_value,
-            self.config.max_radius,
-            hit_boundary=result.hit_boundary,
-            grow_only_on_boundary=self.config.grow_only_on_boundary,
-        )
-        if fault is not None:
-            warnings.warn(
-                f"{type(self).__name__} step {self.counters['steps']}: {fault}; step rejected",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return StepRecord(
-            step=self.counters["steps"],
-            loss=loss,
-            trial_loss=trial_f,
-            rho=rho,
-            radius_before=radius_before,
-            radius_after=self.radius,
-            accepted=accepted,
-            quality=quality,
-            exit=result.exit,
-            cg_iterations=int(result.iterations),
-            hvp_calls=int(result.hvp_calls),
-            pred_reduction=pred,
-            actual_reduction=loss - trial_f,
-            step_m_norm=float(result.step_m_norm),
-            step_l2_norm=step_l2,
-            grad_norm=grad_norm,
-            ellipsoid_updated=updated,
-            fault=fault,
+            outcome = self._judge(closure, loss, s, pred)
+        return self._settle(
+            loss=loss, grad_norm=grad_norm, updated=updated, result=result, pred=pred, step_l2=step_l2,
+            outcome=outcome, stacklevel=3,
         )
 
 
@@ -651,46 +672,14 @@ class FirstOrderTR(_TrustRegionBase):
         forced = self.radius_rule == "eta"
         if forced:
             self.radius = self.lr * float(m_inv_norm(g, m))
-        radius_before = self.radius
         result = first_order_tr_step(g, m, self.radius)
         pred = float(result.pred_reduction)
-        trial_f, rho, quality, accepted, fault = self._judge(closure, loss, result.step, pred, forced=forced)
-        if not forced:
-            self.radius = update_radius(
-                self.radius,
-                quality,
-                self.config.gamma1,
-                self.config.gamma2_value,
-                self.config.max_radius,
-                hit_boundary=True,
-                grow_only_on_boundary=self.config.grow_only_on_boundary,
-            )
-        if fault is not None:
-            warnings.warn(
-                f"{type(self).__name__} step {self.counters['steps']}: {fault}; step rejected",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        outcome = self._judge(closure, loss, result.step, pred, forced=forced)
         self._finish(
-            StepRecord(
-                step=self.counters["steps"],
-                loss=loss,
-                trial_loss=trial_f,
-                rho=rho,
-                radius_before=radius_before,
-                radius_after=self.radius,
-                accepted=accepted,
-                quality=quality,
-                exit=result.exit,
-                cg_iterations=0,
-                hvp_calls=0,
-                pred_reduction=pred,
-                actual_reduction=loss - trial_f,
-                step_m_norm=float(result.step_m_norm),
-                step_l2_norm=float(torch.linalg.vector_norm(result.step)),
-                grad_norm=grad_norm,
-                ellipsoid_updated=updated,
-                fault=fault,
+            self._settle(
+                loss=loss, grad_norm=grad_norm, updated=updated, result=result, pred=pred,
+                step_l2=float(torch.linalg.vector_norm(result.step)), outcome=outcome,
+                adapt_radius=not forced, stacklevel=2,
             )
         )
         return loss_t
