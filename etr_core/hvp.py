@@ -41,18 +41,22 @@ def unflatten_like(vec: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:
     return [chunk.view(t.shape) for chunk, t in zip(vec.split(numels), tensors)]
 
 
-def flat_grad(loss: Tensor, params: Sequence[Tensor], *, create_graph: bool = False) -> Tensor:
-    """The flat gradient of the scalar ``loss`` with respect to ``params`` (Algorithm 1, line 3).
-
-    Parameters the loss does not depend on get zero gradient. With ``create_graph=True`` the
-    result carries the graph that :func:`make_hvp` differentiates a second time.
-    """
+def _check_scalar_loss(loss: Tensor) -> None:
     if loss.dim() != 0 and loss.numel() != 1:
         raise ValueError(f"loss must be a scalar tensor, got shape {tuple(loss.shape)}")
     if not loss.requires_grad:
         raise ValueError(
             "loss does not require grad: evaluate it with autograd enabled from parameters that require grad"
         )
+
+
+def flat_grad(loss: Tensor, params: Sequence[Tensor], *, create_graph: bool = False) -> Tensor:
+    """The flat gradient of the scalar ``loss`` with respect to ``params`` (Algorithm 1, line 3).
+
+    Parameters the loss does not depend on get zero gradient. With ``create_graph=True`` the
+    result carries the graph that :func:`make_hvp` differentiates a second time.
+    """
+    _check_scalar_loss(loss)
     grads = torch.autograd.grad(
         loss.reshape(()), params, create_graph=create_graph, allow_unused=True, materialize_grads=True
     )
@@ -118,12 +122,7 @@ class HessianVectorProduct:
 def grad_with_graph(loss: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, HessianVectorProduct]:
     """The detached flat gradient of ``loss`` and the Hessian-vector product of its graph, from one
     ``create_graph`` backward (Algorithm 1, line 3: ``g_t`` and ``B_t v`` on the same batch)."""
-    if loss.dim() != 0 and loss.numel() != 1:
-        raise ValueError(f"loss must be a scalar tensor, got shape {tuple(loss.shape)}")
-    if not loss.requires_grad:
-        raise ValueError(
-            "loss does not require grad: evaluate it with autograd enabled from parameters that require grad"
-        )
+    _check_scalar_loss(loss)
     grads = torch.autograd.grad(
         loss.reshape(()), params, create_graph=True, allow_unused=True, materialize_grads=True
     )

@@ -44,7 +44,7 @@ from etr_core._validation import (
 from etr_core.config import default_gamma2
 from etr_core.ellipsoids import make_ellipsoid
 from etr_core.hvp import make_hvp
-from etr_core.subproblem import first_order_tr_step, steihaug_toint_pcg
+from etr_core.subproblem import first_order_tr_step
 from etr_core.trust_region import classify_step, reduction_ratio, update_radius
 
 __all__ = ["METHODS", "MinimizeResult", "minimize"]
@@ -318,30 +318,19 @@ def minimize(
                 result = _subproblem.solve_exact(gd, H, radius, m)
             else:
                 hvp = make_hvp(g, [xg])
-                if subproblem == "lanczos":
-                    result = _subproblem.gltr(
-                        gd,
-                        hvp,
-                        radius,
-                        m,
-                        kappa=o["krylov_tol"],
-                        theta=o["theta"],
-                        max_iter=o["max_krylov"],
-                        residual_norm=o["residual_norm"],
-                    )
-                else:
-                    result = steihaug_toint_pcg(
-                        gd,
-                        hvp,
-                        radius,
-                        m,
-                        kappa=o["krylov_tol"],
-                        theta=o["theta"],
-                        max_iter=o["max_krylov"],
-                        stop_rule=o["stop_rule"],
-                        residual_norm=o["residual_norm"],
-                        root=o["root"],
-                    )
+                result = _subproblem.solve_subproblem(
+                    subproblem,
+                    gd,
+                    hvp,
+                    radius,
+                    m,
+                    kappa=o["krylov_tol"],
+                    theta=o["theta"],
+                    max_iter=o["max_krylov"],
+                    stop_rule=o["stop_rule"],
+                    residual_norm=o["residual_norm"],
+                    root=o["root"],
+                )
             nhev += result.hvp_calls
             pred = float(result.pred_reduction)
             step = result.step.detach()

@@ -39,12 +39,11 @@ import torch
 from torch import Tensor
 
 from etr_core import distributed as etr_dist
-from etr_core import subproblem as _subproblem
 from etr_core._validation import check_choice, check_positive
 from etr_core.config import TRConfig, default_gamma2
 from etr_core.ellipsoids import m_inv_norm, make_ellipsoid
 from etr_core.hvp import HessianVectorProduct, flat_grad, grad_with_graph, unflatten_like
-from etr_core.subproblem import first_order_tr_step, steihaug_toint_pcg
+from etr_core.subproblem import first_order_tr_step, solve_subproblem
 from etr_core.trust_region import classify_step, reduction_ratio, update_radius
 
 __all__ = ["EllipsoidalTR", "FirstOrderTR", "StepRecord"]
@@ -542,19 +541,8 @@ class EllipsoidalTR(_TrustRegionBase):
 
     def _solve(self, g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor):
         c = self.config
-        if c.solver == "lanczos":
-            # looked up at call time: the Lanczos solver is optional at import
-            return _subproblem.gltr(
-                g,
-                hvp,
-                self.radius,
-                m,
-                kappa=c.krylov_tol,
-                theta=c.theta,
-                max_iter=c.max_krylov,
-                residual_norm=c.residual_norm,
-            )
-        return steihaug_toint_pcg(
+        return solve_subproblem(
+            c.solver,
             g,
             hvp,
             self.radius,
