@@ -215,7 +215,7 @@ else:
             "| | step s_t | model change qᵀs |\n|---|---|---|\n"
             f"| {tr.label} (the method) | ({s[0]:.10g}, {s[1]:.10g}) | {check.method_model_change:.10g} |\n"
             f"| closed form −r A⁻¹q / ‖q‖_A⁻¹ (Cholesky) | ({c[0]:.10g}, {c[1]:.10g}) | "
-            f"{float(q @ c):.10g} |\n"
+            f"{check.closed_form_model_change:.10g} |\n"
             f"| search over {check.n_boundary} boundary points, refined | ({d[0]:.10g}, {d[1]:.10g}) | "
             f"{check.boundary_search_model_change:.10g} |"
         )

@@ -441,6 +441,7 @@ class Theorem1Check:
     boundary_search_step: np.ndarray
     n_boundary: int
     method_model_change: float
+    closed_form_model_change: float
     boundary_search_model_change: float
     step_norm_A: float
     multiplier: float
@@ -517,6 +518,7 @@ def check_theorem1(trajectory: Trajectory, iteration: int, n_boundary: int = 409
         boundary_search_step=dense,
         n_boundary=n_boundary,
         method_model_change=float(q @ s),
+        closed_form_model_change=float(q @ closed),
         boundary_search_model_change=float(q @ dense),
         step_norm_A=s_norm,
         multiplier=dual,
