@@ -56,7 +56,9 @@ def test_interior_phase_equals_steihaug():
     a = gltr(g, lambda v: B @ v, 1e3, m, kappa=1e-3)
     b = steihaug_toint_pcg(g, lambda v: B @ v, 1e3, m, kappa=1e-3)
     assert a.exit == b.exit == "converged" and a.iterations == b.iterations
-    np.testing.assert_allclose(a.step.numpy(), b.step.numpy(), rtol=1e-13, atol=1e-15)
+    # Same Krylov iterates, different arithmetic order: agree to rounding relative to the step's size.
+    scale = float(b.step.norm())
+    np.testing.assert_allclose(a.step.numpy(), b.step.numpy(), rtol=1e-12, atol=1e-12 * scale)
 
 
 @pytest.mark.parametrize("seed", range(6))
