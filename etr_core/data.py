@@ -147,6 +147,33 @@ def default_root(root: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("ETR_DATA") or "data")
 
 
+def _dataset_files(name: str, root: Path) -> list[list[Path]]:
+    """For each file ``name`` needs, the paths that would satisfy it (``.gz`` or raw IDX)."""
+    if name == "cifar10":
+        folder = root / "cifar10" / _CIFAR_DIR
+        return [[folder / f] for f in (*_CIFAR_TRAIN, _CIFAR_TEST)]
+    folder = root / name
+    return [[folder / f"{stem}.gz", folder / stem] for stem in _IDX_FILES.values()]
+
+
+def available_datasets(root: str | os.PathLike | None = None) -> list[str]:
+    """Names of ``DATASET_NAMES`` that :func:`load_dataset` can load now, in that order.
+
+    The bundled (``digits``) and generated sets are always available; a file dataset is listed when
+    every file it needs is present under ``root`` (else ``$ETR_DATA``, else ``./data``). Only the
+    presence of the files is checked (cheap, for menus); their content is validated on loading.
+    """
+    base = default_root(root)
+    names = []
+    for name in DATASET_NAMES:
+        if name in FILE_DATASETS and not all(
+            any(p.is_file() for p in options) for options in _dataset_files(name, base)
+        ):
+            continue
+        names.append(name)
+    return names
+
+
 def _as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32), torch.as_tensor(
         y, dtype=torch.int64

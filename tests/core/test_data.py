@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from etr_core.data import BatchSampler, load_dataset
+from etr_core.data import BatchSampler, available_datasets, load_dataset
 
 
 def test_digits_loads_scaled_and_stratified():
@@ -171,3 +171,18 @@ def test_sampler_rejects_bad_arguments():
         BatchSampler(10, 0)
     with pytest.raises(TypeError, match="seed"):
         BatchSampler(10, 2, seed=1.5)
+
+
+def test_available_datasets_lists_file_sets_only_when_all_files_are_present(tmp_path, monkeypatch):
+    always = ["digits", "blobs", "moons", "spirals"]
+    assert available_datasets(tmp_path) == always
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"]
+    for stem in stems:
+        (folder / f"{stem}.gz").write_bytes(b"")
+    assert available_datasets(tmp_path) == always  # one file still missing
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"")  # raw (uncompressed) file counts too
+    assert available_datasets(tmp_path) == [*always, "mnist"]
+    monkeypatch.setenv("ETR_DATA", str(tmp_path))
+    assert available_datasets() == [*always, "mnist"]
