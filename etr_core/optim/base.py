@@ -1,0 +1,279 @@
+"""The step path shared by the trust-region optimisers (paper Algorithm 1)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from etr_core import distributed as etr_dist
+from etr_core.config import TRConfig
+from etr_core.ellipsoids import make_ellipsoid
+from etr_core.hvp import HessianVectorProduct, flat_grad, grad_with_graph, unflatten_like
+from etr_core.optim.options import _ellipsoid_options
+from etr_core.optim.records import _NAN, COUNTER_KEYS, Closure, StepRecord, _Prepared
+from etr_core.optim.state import _TRState
+from etr_core.trust_region import classify_step, reduction_ratio, update_radius
+
+
+class _TrustRegionBase(_TRState):
+    """Shared loop of Algorithm 1; subclasses supply the step proposal."""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        config: TRConfig,
+        ellipsoid: Any,
+        distributed: bool,
+    ) -> None:
+        super().__init__(params, {})
+        if len(self.param_groups) != 1:
+            raise ValueError(
+                f"{type(self).__name__} supports one parameter group, got {len(self.param_groups)}"
+            )
+        self._params: list[Tensor] = list(self.param_groups[0]["params"])
+        if not self._params:
+            raise ValueError("params is empty: pass the tensors to optimise")
+        for i, p in enumerate(self._params):
+            if not p.requires_grad:
+                raise ValueError(
+                    f"params[{i}] (shape {tuple(p.shape)}) does not require grad; pass only trainable "
+                    "parameters, e.g. [p for p in model.parameters() if p.requires_grad]"
+                )
+            if not p.is_floating_point():
+                raise TypeError(f"params[{i}] must be floating point, got dtype {p.dtype}")
+        first = self._params[0]
+        for i, p in enumerate(self._params):
+            if p.dtype != first.dtype or p.device != first.device:
+                raise TypeError(
+                    "all params must share one dtype and device; "
+                    f"params[0] is {first.dtype} on {first.device}, params[{i}] is {p.dtype} on {p.device}"
+                )
+        if not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be a bool, got {distributed!r}")
+        if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError(
+                "distributed=True needs an initialised torch.distributed process group "
+                "(call etr_core.distributed.setup() first)"
+            )
+        self.config = config
+        self.distributed = distributed
+        self.ellipsoid = make_ellipsoid(ellipsoid, **_ellipsoid_options(ellipsoid, config))
+        self.radius = float(config.radius)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_KEYS, 0)
+        self.last_step: StepRecord | None = None
+        self._last_accepted = True
+        self.param_groups[0].update(config.to_dict())
+        numel = sum(p.numel() for p in self._params)
+        with torch.no_grad():
+            self._saved = torch.empty(numel, dtype=first.dtype, device=first.device)
+            self._saved_views = unflatten_like(self._saved, self._params)
+
+    # -- internals -----------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Number of optimised scalars d."""
+        return self._saved.numel()
+
+    def _evaluate(self, closure: Closure, *, grad_enabled: bool) -> Tensor:
+        with torch.set_grad_enabled(grad_enabled):
+            loss = closure()
+        self.counters["forward"] += 1
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"closure must return the loss as a tensor, got {type(loss).__name__}")
+        if loss.numel() != 1:
+            raise ValueError(f"closure must return a scalar loss, got shape {tuple(loss.shape)}")
+        return loss
+
+    def _check_no_backward(self) -> None:
+        if any(p.grad is not None for p in self._params):
+            raise RuntimeError(
+                "the closure called backward(): return the loss without calling backward; "
+                f"{type(self).__name__} forms the gradient (and the graph for Hessian products) itself"
+            )
+
+    def _mean_float(self, loss: Tensor) -> float:
+        """float64 value of the loss, averaged over ranks in distributed mode."""
+        value = loss.detach().reshape(1).to(torch.float64)
+        if self.distributed:
+            value = etr_dist.all_reduce_mean(value.clone())
+        return float(value)
+
+    @torch.no_grad()
+    def _save_params(self) -> None:
+        torch._foreach_copy_(self._saved_views, self._params)
+
+    @torch.no_grad()
+    def _restore_params(self) -> None:
+        torch._foreach_copy_(self._params, self._saved_views)
+
+    @torch.no_grad()
+    def _add_step(self, s: Tensor) -> None:
+        torch._foreach_add_(self._params, unflatten_like(s, self._params))
+
+    def _loss_and_grad(
+        self, closure: Closure, create_graph: bool
+    ) -> tuple[Tensor, float, Tensor | None, HessianVectorProduct | None]:
+        """Loss (tensor and rank-averaged float64), the rank-averaged flat gradient (``None`` when the
+        loss is not finite) and, with ``create_graph``, the Hessian-vector product of the local batch."""
+        for p in self._params:
+            p.grad = None
+        loss = self._evaluate(closure, grad_enabled=True)
+        self._check_no_backward()
+        f = self._mean_float(loss)
+        if not math.isfinite(f):
+            return loss, f, None, None
+        if create_graph:
+            g, hvp = grad_with_graph(loss, self._params)
+        else:
+            g, hvp = flat_grad(loss, self._params), None
+        self.counters["backward"] += 1
+        if self.distributed:
+            g = etr_dist.all_reduce_mean(g)  # g is a fresh tensor: reduce in place
+        return loss, f, g, hvp
+
+    def _no_move(
+        self, loss: float, grad_norm: float, exit_: str, fault: str | None, updated: bool
+    ) -> StepRecord:
+        record = StepRecord(
+            step=self.counters["steps"],
+            loss=loss,
+            trial_loss=_NAN,
+            rho=_NAN,
+            radius_before=self.radius,
+            radius_after=self.radius,
+            accepted=False,
+            quality="none",
+            exit=exit_,
+            cg_iterations=0,
+            hvp_calls=0,
+            pred_reduction=0.0,
+            actual_reduction=_NAN,
+            step_m_norm=0.0,
+            step_l2_norm=0.0,
+            grad_norm=grad_norm,
+            ellipsoid_updated=updated,
+            fault=fault,
+        )
+        if fault is not None:
+            warnings.warn(
+                f"{type(self).__name__} step {record.step}: {fault}; parameters not moved",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return record
+
+    def _begin_step(
+        self, closure: Closure, *, create_graph: bool
+    ) -> tuple[Tensor, _Prepared | None]:
+        """The part of every step before the model: loss and gradient, the no-move outcomes (non-finite
+        loss or gradient, zero gradient; each recorded here), the ellipsoid update and its diagonal.
+        Returns the detached loss to hand back and, when the step goes on, what it needs."""
+        if closure is None or not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step needs a closure that returns the batch loss")
+        loss_t, loss, g, hvp = self._loss_and_grad(closure, create_graph=create_graph)
+        loss_t = loss_t.detach()  # the forward graph lives on only inside the Hessian products
+        if g is None:
+            self._finish(self._no_move(loss, _NAN, "nonfinite", "nonfinite_loss", False))
+            return loss_t, None
+        grad_norm = float(torch.linalg.vector_norm(g))
+        if not math.isfinite(grad_norm):
+            self._finish(self._no_move(loss, grad_norm, "nonfinite", "nonfinite_gradient", False))
+            return loss_t, None
+        updated = self._update_ellipsoid(g)
+        if grad_norm == 0.0:
+            self._finish(self._no_move(loss, 0.0, "zero_gradient", None, updated))
+            return loss_t, None
+        return loss_t, _Prepared(loss, g, hvp, grad_norm, updated, self.ellipsoid.diag(like=g))
+
+    def _update_ellipsoid(self, g: Tensor) -> bool:
+        if self.config.ellipsoid_update == "every_iteration" or self._last_accepted:
+            self.ellipsoid.update(g)
+            return True
+        return False
+
+    def _finish(self, record: StepRecord) -> None:
+        self.counters["steps"] += 1
+        self.counters["hvp"] += record.hvp_calls
+        if record.accepted:
+            self.counters["accepted"] += 1
+        if record.quality != "none":
+            self._last_accepted = record.accepted
+        self.last_step = record
+
+    def _settle(
+        self,
+        *,
+        loss: float,
+        grad_norm: float,
+        updated: bool,
+        result: Any,
+        pred: float,
+        step_l2: float,
+        outcome: tuple[float, float, str, bool, str | None],
+        adapt_radius: bool = True,
+        stacklevel: int = 3,
+    ) -> StepRecord:
+        """Radius update (Algorithm 1, line 7), the warning for a faulty step, and the step's record.
+        ``outcome`` is (trial_loss, rho, quality, accepted, fault) as :meth:`_judge` returns it."""
+        trial_f, rho, quality, accepted, fault = outcome
+        radius_before = self.radius
+        if adapt_radius:
+            self.radius = update_radius(
+                self.radius,
+                quality,
+                self.config.gamma1,
+                self.config.gamma2_value,
+                self.config.max_radius,
+                hit_boundary=result.hit_boundary,
+                grow_only_on_boundary=self.config.grow_only_on_boundary,
+            )
+        if fault is not None:
+            warnings.warn(
+                f"{type(self).__name__} step {self.counters['steps']}: {fault}; step rejected",
+                RuntimeWarning,
+                stacklevel=stacklevel + 1,
+            )
+        return StepRecord(
+            step=self.counters["steps"],
+            loss=loss,
+            trial_loss=trial_f,
+            rho=rho,
+            radius_before=radius_before,
+            radius_after=self.radius,
+            accepted=accepted,
+            quality=quality,
+            exit=result.exit,
+            cg_iterations=int(result.iterations),
+            hvp_calls=int(result.hvp_calls),
+            pred_reduction=pred,
+            actual_reduction=loss - trial_f,
+            step_m_norm=float(result.step_m_norm),
+            step_l2_norm=step_l2,
+            grad_norm=grad_norm,
+            ellipsoid_updated=updated,
+            fault=fault,
+        )
+
+    def _judge(
+        self, closure: Closure, loss: float, s: Tensor, pred: float, *, forced: bool = False
+    ) -> tuple[float, float, str, bool, str | None]:
+        """Apply ``s``, evaluate the trial loss, accept or restore bitwise. Returns
+        (trial_loss, rho, quality, accepted, fault)."""
+        self._save_params()
+        self._add_step(s)
+        if forced:
+            return _NAN, _NAN, "forced", True, None
+        trial = self._evaluate(closure, grad_enabled=False)
+        trial_f = self._mean_float(trial)
+        rho = reduction_ratio(loss, trial_f, pred, self.config.tiny_pred)
+        quality = classify_step(rho, self.config.eta1, self.config.eta2)
+        accepted = quality != "unsuccessful"
+        fault = None if math.isfinite(trial_f) else "nonfinite_trial_loss"
+        if not accepted:
+            self._restore_params()
+        return trial_f, rho, quality, accepted, fault

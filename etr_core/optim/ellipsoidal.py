@@ -1,0 +1,148 @@
+"""``EllipsoidalTR``: stochastic ellipsoidal trust region with a quadratic model (paper Algorithm 1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from etr_core import distributed as etr_dist
+from etr_core.config import TRConfig
+from etr_core.hvp import HessianVectorProduct, grad_with_graph
+from etr_core.optim.base import _TrustRegionBase
+from etr_core.optim.options import _build_config
+from etr_core.optim.records import _NAN, Closure, StepRecord
+from etr_core.subproblem import solve_subproblem
+
+__all__ = ["EllipsoidalTR"]
+
+
+class EllipsoidalTR(_TrustRegionBase):
+    """Stochastic ellipsoidal trust-region method (paper Algorithm 1) as a ``torch.optim.Optimizer``.
+
+    ``ellipsoid``: "rms" (default), "adagrad", "uniform" or an ellipsoid object. Every option left
+    at ``None`` takes its value from ``preset`` (a :class:`etr_core.config.TRConfig`, e.g.
+    ``paper_table1("rms")`` or ``authors("mnist", "fc", "rms")``) or, without one, from paper
+    Table 1: radius 1e-4, max_radius 10, eta1 1e-4, eta2 0.95, gamma1 1.1, gamma2 1.5 (1.75 for
+    "rms"), krylov_tol 0.1, theta 0.5, max_krylov 50, solver "cg" (Steihaug-Toint PCG in the
+    M-norm) or "lanczos" (GLTR). ``distributed=True`` averages gradient, Hessian products and
+    losses over the ranks of the initialised process group (see :mod:`etr_core.distributed`).
+
+    ``step(closure, hessian_closure=None)`` returns the loss at ``w`` (before the step).
+    ``hessian_closure``, when given, returns the loss on a separate (usually smaller) Hessian batch
+    S_B; the Hessian products then go through its graph (Algorithm 1, line 3 samples L, g and B
+    separately), and the gradient of the main batch is formed without a retained graph.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        ellipsoid: Any = None,
+        radius: float | None = None,
+        max_radius: float | None = None,
+        eta1: float | None = None,
+        eta2: float | None = None,
+        gamma1: float | None = None,
+        gamma2: float | None = None,
+        krylov_tol: float | None = None,
+        theta: float | None = None,
+        max_krylov: int | None = None,
+        solver: str | None = None,
+        stop_rule: str | None = None,
+        residual_norm: str | None = None,
+        root: str | None = None,
+        grow_only_on_boundary: bool | None = None,
+        ellipsoid_update: str | None = None,
+        beta: float | None = None,
+        eps: float | None = None,
+        eps_mode: str | None = None,
+        tiny_pred: float | None = None,
+        preset: TRConfig | None = None,
+        distributed: bool = False,
+    ) -> None:
+        overrides = dict(
+            radius=radius,
+            max_radius=max_radius,
+            eta1=eta1,
+            eta2=eta2,
+            gamma1=gamma1,
+            gamma2=gamma2,
+            krylov_tol=krylov_tol,
+            theta=theta,
+            max_krylov=max_krylov,
+            solver=solver,
+            stop_rule=stop_rule,
+            residual_norm=residual_norm,
+            root=root,
+            grow_only_on_boundary=grow_only_on_boundary,
+            ellipsoid_update=ellipsoid_update,
+            beta=beta,
+            eps=eps,
+            eps_mode=eps_mode,
+            tiny_pred=tiny_pred,
+        )
+        config, ellipsoid = _build_config(preset, ellipsoid, overrides)
+        super().__init__(params, config, ellipsoid, distributed)
+
+    def _reduced(self, base: HessianVectorProduct) -> Callable[[Tensor], Tensor]:
+        if not self.distributed:
+            return base
+
+        def reduced(v: Tensor) -> Tensor:
+            return etr_dist.all_reduce_mean(base(v))
+
+        return reduced
+
+    def _solve(self, g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor):
+        c = self.config
+        return solve_subproblem(
+            c.solver,
+            g,
+            hvp,
+            self.radius,
+            m,
+            kappa=c.krylov_tol,
+            theta=c.theta,
+            max_iter=c.max_krylov,
+            stop_rule=c.stop_rule,
+            residual_norm=c.residual_norm,
+            root=c.root,
+        )
+
+    def step(self, closure: Closure, hessian_closure: Closure | None = None) -> Tensor:  # type: ignore[override]
+        """One iteration of Algorithm 1 on the closure's batch; returns the loss at ``w``."""
+        if hessian_closure is not None and not callable(hessian_closure):
+            raise TypeError(f"hessian_closure must be callable or None, got {type(hessian_closure).__name__}")
+        loss_t, prep = self._begin_step(closure, create_graph=hessian_closure is None)
+        if prep is None:
+            return loss_t
+        loss, g, local_hvp, grad_norm, updated, m = prep
+        del prep  # the only other reference to the retained graph (freed below)
+        if hessian_closure is not None:
+            h_loss = self._evaluate(hessian_closure, grad_enabled=True)
+            self._check_no_backward()
+            _, local_hvp = grad_with_graph(h_loss, self._params)
+            self.counters["backward"] += 1
+        result = self._solve(g, self._reduced(local_hvp), m)
+        del local_hvp  # frees the retained graph before the trial evaluation
+        record = self._conclude(closure, loss, grad_norm, updated, result)
+        self._finish(record)
+        return loss_t
+
+    def _conclude(self, closure: Closure, loss: float, grad_norm: float, updated: bool, result) -> StepRecord:
+        s = result.step
+        step_l2 = float(torch.linalg.vector_norm(s))
+        pred = float(result.pred_reduction)
+        if result.exit == "nonfinite" or not math.isfinite(step_l2) or not math.isfinite(pred):
+            outcome = (_NAN, -math.inf, "unsuccessful", False, "nonfinite_hvp")
+        elif not pred > self.config.tiny_pred:
+            outcome = (_NAN, -math.inf, "unsuccessful", False, "nonpositive_pred")
+        else:
+            outcome = self._judge(closure, loss, s, pred)
+        return self._settle(
+            loss=loss, grad_norm=grad_norm, updated=updated, result=result, pred=pred, step_l2=step_l2,
+            outcome=outcome, stacklevel=3,
+        )

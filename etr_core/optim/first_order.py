@@ -1,0 +1,108 @@
+"""``FirstOrderTR``: the trust region with the linear model of Theorem 1 (paper appendix B, Fig. 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from etr_core._validation import check_choice, check_positive
+from etr_core.config import TRConfig
+from etr_core.ellipsoids import m_inv_norm
+from etr_core.optim.base import _TrustRegionBase
+from etr_core.optim.options import _build_config
+from etr_core.optim.records import Closure
+from etr_core.subproblem import first_order_tr_step
+
+__all__ = ["FirstOrderTR"]
+
+
+class FirstOrderTR(_TrustRegionBase):
+    """First-order trust-region method (paper appendix B, Fig. 5): Algorithm 1 with the linear model
+    ``m(s) = L + g^T s``, whose minimiser on the ellipsoid is ``s = -radius M^-1 g / ||g||_{M^-1}``
+    (Theorem 1) with predicted decrease ``radius ||g||_{M^-1}``. No Hessian products.
+
+    ``radius_rule="tr"`` (default) adapts the radius by rho as in Algorithm 1. ``radius_rule="eta"``
+    sets ``radius_t = lr ||g_t||_{M_t^-1}`` and accepts every step without a trial evaluation: by
+    Theorem 1 the iterates are then those of preconditioned gradient descent ``w - lr M^-1 g``
+    (SGD, Adagrad or RMSProp with the square-root ellipsoid).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        ellipsoid: Any = None,
+        radius: float | None = None,
+        max_radius: float | None = None,
+        eta1: float | None = None,
+        eta2: float | None = None,
+        gamma1: float | None = None,
+        gamma2: float | None = None,
+        grow_only_on_boundary: bool | None = None,
+        ellipsoid_update: str | None = None,
+        beta: float | None = None,
+        eps: float | None = None,
+        eps_mode: str | None = None,
+        tiny_pred: float | None = None,
+        radius_rule: str = "tr",
+        lr: float | None = None,
+        preset: TRConfig | None = None,
+        distributed: bool = False,
+    ) -> None:
+        overrides = dict(
+            radius=radius,
+            max_radius=max_radius,
+            eta1=eta1,
+            eta2=eta2,
+            gamma1=gamma1,
+            gamma2=gamma2,
+            grow_only_on_boundary=grow_only_on_boundary,
+            ellipsoid_update=ellipsoid_update,
+            beta=beta,
+            eps=eps,
+            eps_mode=eps_mode,
+            tiny_pred=tiny_pred,
+        )
+        config, ellipsoid = _build_config(preset, ellipsoid, overrides)
+        self.radius_rule = check_choice("radius_rule", radius_rule, ("tr", "eta"))
+        if radius_rule == "eta":
+            if lr is None:
+                raise ValueError("radius_rule='eta' needs lr > 0 (the step size eta of Theorem 1)")
+            self.lr: float | None = check_positive("lr", lr)
+        else:
+            if lr is not None:
+                raise ValueError(
+                    f"lr is only used with radius_rule='eta', got lr={lr!r} with radius_rule='tr'"
+                )
+            self.lr = None
+        super().__init__(params, config, ellipsoid, distributed)
+
+    def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
+        """One first-order TR iteration on the closure's batch; returns the loss at ``w``."""
+        loss_t, prep = self._begin_step(closure, create_graph=False)
+        if prep is None:
+            return loss_t
+        loss, g, _, grad_norm, updated, m = prep
+        forced = self.radius_rule == "eta"
+        if forced:
+            self.radius = self.lr * float(m_inv_norm(g, m))
+        result = first_order_tr_step(g, m, self.radius)
+        pred = float(result.pred_reduction)
+        outcome = self._judge(closure, loss, result.step, pred, forced=forced)
+        self._finish(
+            self._settle(
+                loss=loss, grad_norm=grad_norm, updated=updated, result=result, pred=pred,
+                step_l2=float(torch.linalg.vector_norm(result.step)), outcome=outcome,
+                adapt_radius=not forced, stacklevel=2,
+            )
+        )
+        return loss_t
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"radius_rule": self.radius_rule, "lr": self.lr}
+
+    def _load_extra(self, state_dict: dict[str, Any]) -> None:
+        self.radius_rule = state_dict.get("radius_rule", self.radius_rule)
+        self.lr = state_dict.get("lr", self.lr)
