@@ -20,37 +20,38 @@ users with internet access; nothing here downloads on import or implicitly.
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
-import math
 import os
-import pickle
 import shutil
 import tarfile
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from etr_core._validation import check_choice, check_int, check_open_interval
+from etr_core.data_files import (
+    CIFAR_DIR,
+    CIFAR_TEST,
+    CIFAR_TRAIN,
+    IDX_FILES,
+    read_cifar_split,
+    read_idx,  # noqa: F401  (public: etr_core.data.read_idx)
+    read_idx_split,
+)
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "blobs", "moons", "spirals", "mnist", "fashion_mnist", "cifar10")
 FILE_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
 IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
 
-_IDX_FILES = {
-    "train_x": "train-images-idx3-ubyte",
-    "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte",
-    "test_y": "t10k-labels-idx1-ubyte",
-}
-_CIFAR_DIR = "cifar-10-batches-py"
-_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST = "test_batch"
+_IDX_FILES = IDX_FILES
+_CIFAR_DIR = CIFAR_DIR
+_CIFAR_TRAIN = CIFAR_TRAIN
+_CIFAR_TEST = CIFAR_TEST
 
 # Official sources and MD5 sums (the same ones torchvision verifies).
 _DOWNLOADS: dict[str, list[tuple[str, str]]] = {
@@ -245,30 +246,6 @@ def _generated(name: str, seed: int, test_fraction: float, n_samples: int, noise
     )
 
 
-def _open_maybe_gz(folder: Path, stem: str):
-    raw, gz = folder / stem, folder / f"{stem}.gz"
-    if gz.exists():
-        return gzip.open(gz, "rb")
-    if raw.exists():
-        return open(raw, "rb")
-    return None
-
-
-def read_idx(stream) -> np.ndarray:
-    """Parse one IDX file (the MNIST format: magic 0x0000 0x08 ndim, big-endian sizes, uint8 data)."""
-    header = stream.read(4)
-    if len(header) != 4 or header[0] != 0 or header[1] != 0 or header[2] != 0x08:
-        raise ValueError(f"not an unsigned-byte IDX file (magic bytes {header!r})")
-    ndim = header[3]
-    dims = [int.from_bytes(stream.read(4), "big") for _ in range(ndim)]
-    data = np.frombuffer(stream.read(), dtype=np.uint8)
-    if data.size != math.prod(dims):
-        raise ValueError(
-            f"IDX file truncated: header says {dims} ({math.prod(dims)} bytes), found {data.size}"
-        )
-    return data.reshape(dims)
-
-
 def _missing_files_error(name: str, folder: Path, files: list[str]) -> FileNotFoundError:
     listed = "\n".join(f"  {folder / f}" for f in files)
     return FileNotFoundError(
@@ -279,75 +256,43 @@ def _missing_files_error(name: str, folder: Path, files: list[str]) -> FileNotFo
     )
 
 
-def _idx_dataset(name: str, root: Path) -> Dataset:
+def _idx_dataset(name: str, root: Path, max_train: int | None, max_test: int | None) -> Dataset:
     folder = root / name
-    arrays: dict[str, np.ndarray] = {}
-    missing = []
-    for key, stem in _IDX_FILES.items():
-        handle = _open_maybe_gz(folder, stem)
-        if handle is None:
-            missing.append(f"{stem}.gz")
-            continue
-        with handle:
-            arrays[key] = read_idx(handle)
+    missing = [
+        f"{stem}.gz"
+        for stem in _IDX_FILES.values()
+        if not ((folder / f"{stem}.gz").is_file() or (folder / stem).is_file())
+    ]
     if missing:
         raise _missing_files_error(name, folder, missing)
-    for split in ("train", "test"):
-        if arrays[f"{split}_x"].shape[0] != arrays[f"{split}_y"].shape[0]:
-            raise ValueError(f"{name}: {split} images and labels differ in count")
-    train_x = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255.0).unsqueeze(1)
-    test_x = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255.0).unsqueeze(1)
-    train_y = torch.from_numpy(arrays["train_y"].astype(np.int64))
-    test_y = torch.from_numpy(arrays["test_y"].astype(np.int64))
-    shape = tuple(train_x.shape[1:])
-    return Dataset(name, train_x, train_y, test_x, test_y, shape, 10, info={"source": str(folder)})
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds numpy arrays: a CIFAR batch file cannot run arbitrary code."""
-
-    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-        }
+    shape = (1, 28, 28)
+    train_x, train_y = read_idx_split(folder, "train", shape, 10, max_train)
+    test_x, test_y = read_idx_split(folder, "test", shape, 10, max_test)
+    return Dataset(
+        name,
+        torch.from_numpy(train_x),
+        torch.from_numpy(train_y),
+        torch.from_numpy(test_x),
+        torch.from_numpy(test_y),
+        shape,
+        10,
+        info={"source": str(folder)},
     )
 
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
 
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as handle:
-        batch = _ArrayUnpickler(handle, encoding="bytes").load()
-    data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
-    if data is None or labels is None:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch (no 'data'/'labels' keys)")
-    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
-
-
-def _cifar10(root: Path) -> Dataset:
+def _cifar10(root: Path, max_train: int | None, max_test: int | None) -> Dataset:
     folder = root / "cifar10" / _CIFAR_DIR
     needed = [*_CIFAR_TRAIN, _CIFAR_TEST]
-    missing = [f for f in needed if not (folder / f).exists()]
+    missing = [f for f in needed if not (folder / f).is_file()]
     if missing:
         raise _missing_files_error("cifar10", folder, missing)
-    parts = [_read_cifar_batch(folder / f) for f in _CIFAR_TRAIN]
-    test_x, test_y = _read_cifar_batch(folder / _CIFAR_TEST)
-    train_x = np.concatenate([p[0] for p in parts])
-    train_y = np.concatenate([p[1] for p in parts])
+    train_x, train_y = read_cifar_split(folder, _CIFAR_TRAIN, max_train)
+    test_x, test_y = read_cifar_split(folder, (_CIFAR_TEST,), max_test)
     return Dataset(
         "cifar10",
-        torch.from_numpy(train_x.astype(np.float32) / 255.0),
+        torch.from_numpy(train_x),
         torch.from_numpy(train_y),
-        torch.from_numpy(test_x.astype(np.float32) / 255.0),
+        torch.from_numpy(test_x),
         torch.from_numpy(test_y),
         (3, 32, 32),
         10,
@@ -356,10 +301,11 @@ def _cifar10(root: Path) -> Dataset:
 
 
 def _limit(ds: Dataset, max_train: int | None, max_test: int | None) -> Dataset:
+    """The first ``max_train`` / ``max_test`` examples, copied (a view would keep the full arrays alive)."""
     if max_train is not None and max_train < ds.n_train:
-        ds = replace(ds, train_x=ds.train_x[:max_train], train_y=ds.train_y[:max_train])
+        ds = replace(ds, train_x=ds.train_x[:max_train].clone(), train_y=ds.train_y[:max_train].clone())
     if max_test is not None and max_test < ds.n_test:
-        ds = replace(ds, test_x=ds.test_x[:max_test], test_y=ds.test_y[:max_test])
+        ds = replace(ds, test_x=ds.test_x[:max_test].clone(), test_y=ds.test_y[:max_test].clone())
     return ds
 
 
@@ -379,8 +325,10 @@ def load_dataset(
     ``seed`` fixes the stratified train/test split of ``digits`` and the generated sets
     (``test_fraction`` of the data is held out); the file datasets keep their official split.
     ``n_samples``/``noise`` shape the generated sets. ``max_train``/``max_test`` keep only the first
-    examples (for quick runs). Absent files raise ``FileNotFoundError`` naming each file and where
-    to put it.
+    examples (for quick runs; a copy, and for file datasets only those examples are read). Absent
+    files raise ``FileNotFoundError`` naming each file and where to put it; malformed files raise
+    :class:`etr_core.errors.DataFileError` (a ``ValueError``) naming the file and the problem (see
+    :mod:`etr_core.data_files`).
     """
     check_choice("dataset", name, DATASET_NAMES)
     check_int("seed", seed, minimum=0)
@@ -395,9 +343,9 @@ def load_dataset(
     elif name in ("blobs", "moons", "spirals"):
         ds = _generated(name, seed, test_fraction, n_samples, noise)
     elif name == "cifar10":
-        ds = _cifar10(default_root(root))
+        ds = _cifar10(default_root(root), max_train, max_test)
     else:
-        ds = _idx_dataset(name, default_root(root))
+        ds = _idx_dataset(name, default_root(root), max_train, max_test)
     return _limit(ds, max_train, max_test)
 
 
@@ -423,6 +371,9 @@ def download(name: str, root: str | os.PathLike | None = None) -> Path:
         if target.exists() and _md5(target) == md5:
             continue
         with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.fchmod(tmp.fileno(), 0o666 & ~umask)  # mkstemp's 0600 would hide the data from others
             with urllib.request.urlopen(url, timeout=60) as response:
                 shutil.copyfileobj(response, tmp)
         got = _md5(Path(tmp.name))

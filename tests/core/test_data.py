@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from etr_core.data import BatchSampler, available_datasets, load_dataset
+from etr_core.errors import DataFileError
 
 
 def test_digits_loads_scaled_and_stratified():
@@ -97,7 +98,7 @@ def test_cifar_pickle_with_foreign_objects_is_refused(tmp_path):
     for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
         with open(folder / name, "wb") as handle:
             pickle.dump({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": print}, handle)
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+    with pytest.raises(DataFileError, match="data_batch_1: not a safe CIFAR-10 batch: refusing"):
         load_dataset("cifar10", tmp_path)
 
 

@@ -1,0 +1,124 @@
+"""User errors of the library, and one sentence per error for the CLI and the app.
+
+Exceptions that mean "the input is wrong" (a bad data file, a damaged checkpoint, a run folder in
+use, a path that cannot be written, a full disk, a bad parameter) all turn into one line of text
+through :func:`user_message`. The ``etr`` command prints that line and exits with status 2; the
+Streamlit pages show the same sentence in an error box::
+
+    from etr_core.errors import user_message
+
+    try:
+        result = train(config, run_dir=folder)
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:
+            raise          # a bug: keep the traceback
+        st.error(message)
+
+Anything else (``RuntimeError``, ``IndexError``, ...) is a bug and keeps its traceback
+(``user_message`` returns ``None``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+__all__ = [
+    "CheckpointError",
+    "DataFileError",
+    "RunFolderBusyError",
+    "RunFolderError",
+    "one_line",
+    "user_message",
+]
+
+
+class DataFileError(ValueError):
+    """A dataset file is malformed: wrong magic, shape, count, dtype, label range or pickle content.
+
+    ``path`` is the file; the message starts with it and says what is wrong.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used: empty, truncated, damaged (checksum), or not a safe checkpoint."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class RunFolderError(ValueError):
+    """A run folder cannot be used as asked (already holds a run, nothing to resume, conflicting flags)."""
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another process is writing the run folder (it holds the folder's lock file)."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by "; " (messages that list files stay on one line)."""
+    parts = [p.strip() for p in str(text).splitlines() if p.strip()]
+    return "; ".join(parts)
+
+
+_ERRNO_TEXT = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "it already exists",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENAMETOOLONG: "the file name is too long",
+}
+
+_ERRNO_HINT = {
+    errno.ENOSPC: "free some space, then continue with --resume",
+    errno.EDQUOT: "free some space, then continue with --resume",
+    errno.EROFS: "choose a folder you can write (--out)",
+    errno.EACCES: "choose a folder you can write, or fix its permissions",
+    errno.EPERM: "choose a folder you can write, or fix its permissions",
+}
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.filename is None and exc.errno is None:
+        return one_line(str(exc))  # our own FileNotFoundError / OSError messages carry their text
+    what = _ERRNO_TEXT.get(exc.errno) or (exc.strerror or str(exc)).lower()
+    where = f"{exc.filename}" if exc.filename is not None else "a file"
+    if exc.filename2 is not None:
+        where += f" -> {exc.filename2}"
+    hint = _ERRNO_HINT.get(exc.errno)
+    text = f"cannot use {where}: {what}"
+    if isinstance(exc, FileExistsError) or exc.errno == errno.EEXIST:
+        text = f"cannot create the folder {where}: a file of that name exists; choose another path"
+    elif exc.errno == errno.ENOTDIR:
+        text = f"cannot use {where}: {what}; choose a folder path"
+    elif hint:
+        text += f"; {hint}"
+    return text
+
+
+def user_message(exc: BaseException) -> str | None:
+    """One sentence describing a user error, or ``None`` when ``exc`` is a bug.
+
+    User errors are :class:`OSError` (paths, permissions, full disk), :class:`ValueError` and
+    :class:`TypeError` (bad parameters, bad files; this project raises these for user input
+    only, naming the parameter or file and the fix) and :class:`RunFolderBusyError`. The sentence
+    is a single line: multi-line messages are joined with "; ".
+    """
+    if isinstance(exc, OSError):
+        return _os_message(exc)
+    if isinstance(exc, (ValueError, TypeError, RunFolderBusyError)):
+        return one_line(str(exc)) or type(exc).__name__
+    return None
