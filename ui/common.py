@@ -1,10 +1,14 @@
 """Widgets bound to the URL (validated and clamped), the shared sidebar and process warm-up.
 
 Every page builds its controls with the ``url_*`` helpers below so that a lecturer can share a
-link: the widget's value lives in the query string (``bind="query-params"``). A value that comes
-from the URL is parsed and clamped into the widget's range *before* the widget is created; an
-unparsable value falls back to the default. Presets write ``st.session_state[key]`` in a button
-callback, which the bound widget then reflects.
+link. The app manages the query string itself instead of Streamlit's ``bind="query-params"``:
+Streamlit drops values equal to a widget's built-in default from the URL and re-parses the raw
+URL text after the app's own checks (``?seed=inf`` raised an ``OverflowError``). Here a value that
+comes from the URL is parsed by :mod:`ui.url_values` (never raising) *before* the widget exists,
+and after the widget is drawn its current value, defaults included, is written back to the URL,
+so the address bar always holds exactly what the page uses. When the URL value had to be changed
+(clamped, snapped, invalid, repeated), one line below the widget says so. Presets write
+``st.session_state[key]`` in a button callback, which the widget then reflects.
 """
 
 from __future__ import annotations
@@ -16,30 +20,9 @@ from typing import Any
 
 import streamlit as st
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
+from ui.url_values import Parsed, format_value, parse_bool, parse_choice, parse_multi, parse_number, shown
 
-
-def _raw_query_value(key: str) -> str | None:
-    try:
-        value = st.query_params.get(key)
-    except Exception:  # query params unavailable (bare mode)
-        return None
-    return None if value is None else str(value)
-
-
-def _seed_state(key: str, default: Any, parse: Callable[[str], Any]) -> None:
-    """Put the widget's initial value into session state: URL value if valid, else default."""
-    if key in st.session_state:
-        return
-    raw = _raw_query_value(key)
-    value = default
-    if raw is not None:
-        try:
-            value = parse(raw)
-        except (TypeError, ValueError):
-            value = default
-    st.session_state[key] = value
+_NOTES_KEY = "_url_notes"
 
 
 def clamp(value: float, low: float, high: float) -> float:
@@ -49,118 +32,130 @@ def clamp(value: float, low: float, high: float) -> float:
     return min(high, max(low, value))
 
 
-def _parse_float(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if math.isnan(value):
-            raise ValueError(raw)
-        return float(clamp(value, low, high))
-
-    return parse
+def _raw_query_values(key: str) -> list[str]:
+    """Every value the URL gives ``key`` (repeated keys give several), as text; [] when absent."""
+    try:
+        return [str(v) for v in st.query_params.get_all(key)]
+    except Exception:  # query params unavailable (bare mode)
+        return []
 
 
-def _parse_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = float(raw)
-        if not math.isfinite(value):
-            value = high if value > 0 else low
-        return int(clamp(round(value), low, high))
+def _seed_state(key: str, default: Any, parse: Callable[[list[str]], Parsed]) -> None:
+    """Put the widget's initial value into session state: the URL's value, parsed, else ``default``.
 
-    return parse
+    Runs once per widget and session (later runs keep the user's value). A URL value the page had to
+    change leaves a notice, shown below the widget by :func:`_finish`."""
+    if key in st.session_state:
+        return
+    raws = _raw_query_values(key)
+    if not raws:
+        st.session_state[key] = default
+        return
+    try:
+        parsed = parse(raws)
+    except Exception:  # the parsers never raise; a URL must not break the page even if one did
+        parsed = Parsed(default, "could not be read; using the default")
+    st.session_state[key] = parsed.value
+    note = parsed.note
+    if len(raws) > 1 and note is None:
+        note = f"is given {len(raws)} times; using the last"
+    if note:
+        raw = raws[-1] if len(raws) == 1 else "&".join(raws)
+        notes = st.session_state.setdefault(_NOTES_KEY, {})
+        notes[key] = (f"🔗 The link's `{key}={shown(raw)}` {note}: the page uses "
+                      f"**{format_value(parsed.value)}**.", parsed.value)
 
 
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(raw)
+def _last(parse: Callable[[str], Parsed]) -> Callable[[list[str]], Parsed]:
+    return lambda raws: parse(raws[-1])
 
 
-def _parse_choice(options: Sequence[Any]) -> Callable[[str], Any]:
-    by_text = {str(option): option for option in options}
+def _write_url(key: str, text: str) -> None:
+    try:
+        if st.query_params.get_all(key) != [text]:
+            st.query_params[key] = text
+    except Exception:  # bare mode: there is no URL to write
+        pass
 
-    def parse(raw: str) -> Any:
-        if raw in by_text:
-            return by_text[raw]
-        raise ValueError(raw)
 
-    return parse
+def _finish(key: str, value: Any) -> Any:
+    """After the widget: write its value to the URL; while the widget still holds the value the link
+    was changed to, say so in one line below it."""
+    _write_url(key, format_value(value))
+    notes = st.session_state.get(_NOTES_KEY)
+    if notes and key in notes:
+        message, adjusted = notes[key]
+        if adjusted == value:
+            st.caption(message)
+        else:
+            del notes[key]
+    return value
+
+
+def _is_int(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def _number_parser(low: float, high: float, default: float, step: Any) -> Callable[[list[str]], Parsed]:
+    integer = _is_int(low, high, default)
+    return _last(lambda raw: parse_number(raw, low, high, default, integer=integer,
+                                          step=None if step is None else float(step)))
 
 
 def url_slider(label: str, key: str, low: float, high: float, default: float, **kwargs: Any) -> Any:
     """A slider bound to the URL; ints if ``low``, ``high`` and ``default`` are all ints."""
-    integer = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, default))
-    parse = _parse_int(int(low), int(high)) if integer else _parse_float(float(low), float(high))
-    _seed_state(key, default, parse)
-    return st.slider(label, min_value=low, max_value=high, key=key, bind="query-params", **kwargs)
+    _seed_state(key, default, _number_parser(low, high, default, kwargs.get("step")))
+    return _finish(key, st.slider(label, min_value=low, max_value=high, key=key, **kwargs))
 
 
 def url_number(label: str, key: str, low: float, high: float, default: float, **kwargs: Any) -> Any:
     """A number input bound to the URL (ints if all bounds and the default are ints)."""
-    integer = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, default))
-    parse = _parse_int(int(low), int(high)) if integer else _parse_float(float(low), float(high))
-    _seed_state(key, default, parse)
-    return st.number_input(label, min_value=low, max_value=high, key=key, bind="query-params", **kwargs)
+    _seed_state(key, default, _number_parser(low, high, default, None))
+    return _finish(key, st.number_input(label, min_value=low, max_value=high, key=key, **kwargs))
 
 
 def url_select_slider(label: str, key: str, options: Sequence[Any], default: Any, **kwargs: Any) -> Any:
-    """A select-slider bound to the URL. Numeric options accept any number, snapped to the nearest."""
+    """A select-slider bound to the URL. Numeric options accept any number, snapped to the nearest;
+    ``inf`` is the largest option."""
     options = list(options)
-
-    def parse(raw: str) -> Any:
-        try:
-            return _parse_choice(options)(raw)
-        except ValueError:
-            value = float(raw)
-            if math.isnan(value):
-                raise
-            return min(options, key=lambda o: abs(float(o) - value))
-
-    _seed_state(key, default, parse)
-    return st.select_slider(label, options=options, key=key, bind="query-params", **kwargs)
+    _seed_state(key, default, _last(lambda raw: parse_choice(raw, options, default)))
+    return _finish(key, st.select_slider(label, options=options, key=key, **kwargs))
 
 
 def url_selectbox(label: str, key: str, options: Sequence[Any], default: Any, **kwargs: Any) -> Any:
     """A selectbox bound to the URL; unknown values fall back to ``default``."""
     options = list(options)
-    _seed_state(key, default, _parse_choice(options))
-    return st.selectbox(label, options=options, key=key, bind="query-params", **kwargs)
+    _seed_state(key, default, _last(lambda raw: parse_choice(raw, options, default)))
+    return _finish(key, st.selectbox(label, options=options, key=key, **kwargs))
 
 
 def url_radio(label: str, key: str, options: Sequence[Any], default: Any, **kwargs: Any) -> Any:
     """A radio group bound to the URL; unknown values fall back to ``default``."""
     options = list(options)
-    _seed_state(key, default, _parse_choice(options))
-    return st.radio(label, options=options, key=key, bind="query-params", **kwargs)
+    _seed_state(key, default, _last(lambda raw: parse_choice(raw, options, default)))
+    return _finish(key, st.radio(label, options=options, key=key, **kwargs))
 
 
 def url_multiselect(
     label: str, key: str, options: Sequence[Any], default: Sequence[Any], **kwargs: Any
 ) -> Any:
-    """A multiselect bound to the URL; unknown entries are dropped."""
+    """A multiselect bound to the URL (comma-separated; ``none`` = nothing selected); unknown entries
+    are dropped."""
     options = list(options)
-    by_text = {str(option): option for option in options}
-
-    def parse(raw: str) -> list[Any]:
-        parts = [p for p in raw.replace("[", "").replace("]", "").replace("'", "").split(",") if p.strip()]
-        return [by_text[p.strip()] for p in parts if p.strip() in by_text]
-
-    _seed_state(key, list(default), parse)
-    return st.multiselect(label, options=options, key=key, bind="query-params", **kwargs)
+    _seed_state(key, list(default), lambda raws: parse_multi(raws, options, default))
+    return _finish(key, st.multiselect(label, options=options, key=key, **kwargs))
 
 
 def url_toggle(label: str, key: str, default: bool, **kwargs: Any) -> bool:
     """A toggle bound to the URL (``true/false/1/0/yes/no/on/off``)."""
-    _seed_state(key, default, _parse_bool)
-    return st.toggle(label, key=key, bind="query-params", **kwargs)
+    _seed_state(key, default, _last(lambda raw: parse_bool(raw, default)))
+    return _finish(key, st.toggle(label, key=key, **kwargs))
 
 
 def url_checkbox(label: str, key: str, default: bool, **kwargs: Any) -> bool:
     """A checkbox bound to the URL (``true/false/1/0/yes/no/on/off``)."""
-    _seed_state(key, default, _parse_bool)
-    return st.checkbox(label, key=key, bind="query-params", **kwargs)
+    _seed_state(key, default, _last(lambda raw: parse_bool(raw, default)))
+    return _finish(key, st.checkbox(label, key=key, **kwargs))
 
 
 def apply_preset(values: dict[str, Any]) -> None:
