@@ -1,5 +1,6 @@
 """Curvature analysis of small networks: is the Hessian diagonally dominant? (paper section 3.2)
 
+* :mod:`~etr_core.curvature.buffers` -- measuring without side effects (buffers, BatchNorm, Dropout).
 * :mod:`~etr_core.curvature.hessian` -- exact Hessian of a network's loss and its block ranges.
 * :mod:`~etr_core.curvature.mass` -- diagonal mass ``delta`` (Becker et al., 1988), per block.
 * :mod:`~etr_core.curvature.wigner` -- the Wigner baseline of Proposition 1 (corrected), in closed
@@ -8,6 +9,7 @@
 * :mod:`~etr_core.curvature.spectrum` -- extreme eigenvalues by Lanczos on HVPs.
 """
 
+from etr_core.curvature.buffers import batch_statistics_only, buffer_copies, fixed_rng
 from etr_core.curvature.estimators import (
     DiagonalEstimate,
     RowSampleEstimate,
@@ -64,14 +66,17 @@ __all__ = [
     "ParameterBlock",
     "RowSampleEstimate",
     "WignerComparison",
+    "batch_statistics_only",
     "bekas_diagonal",
     "block_diagonal_mass",
     "block_masses",
+    "buffer_copies",
     "check_hessian_size",
     "compare_with_wigner",
     "diagonal_mass",
     "entry_scales",
     "exact_hessian",
+    "fixed_rng",
     "hutchinson_diagonal",
     "lanczos_extreme_eigenvalues",
     "loss_of_flat_parameters",

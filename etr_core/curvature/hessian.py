@@ -10,6 +10,15 @@ at ``d = 10,000`` with a batch of 256; the chunked version stays under 1 GB
 
 ``H`` grows as ``d**2`` (381 MB in float32 at ``d = 10,000``), so a hard limit on ``d`` guards the
 caller; beyond it the sampled-row estimator of :mod:`etr_core.curvature.estimators` applies.
+
+**Side effects: none.** :func:`exact_hessian`, :func:`loss_of_flat_parameters` and
+:func:`network_hvp` (hence the Hutchinson, Bekas, sampled-row and Lanczos estimators built on it)
+leave every module buffer and torch's random state bitwise as they found them
+(:mod:`etr_core.curvature.buffers`). The model's mode decides what is differentiated: a
+train-mode BatchNorm normalises with the batch's own statistics, exactly as in a training step,
+without reading or updating its running statistics; call ``model.eval()`` first to differentiate
+the inference function (running statistics read, not written). Dropout in train mode uses one
+mask for the whole Hessian (the one the first forward would draw).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from etr_core._validation import check_choice, check_int
+from etr_core.curvature.buffers import batch_statistics_only, buffer_copies, fixed_rng
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -102,8 +112,10 @@ def loss_of_flat_parameters(
 ) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """Return ``(f, w)``: the loss as a pure function of the flat parameter vector, and ``w`` itself.
 
-    ``f(w) = loss_fn(model_w(inputs), targets)`` via ``torch.func.functional_call`` (buffers are
-    passed unchanged), so ``torch.func`` transforms can differentiate it twice. The default loss is
+    ``f(w) = loss_fn(model_w(inputs), targets)`` via ``torch.func.functional_call``, so
+    ``torch.func`` transforms can differentiate it twice. ``f`` runs on copies of the model's
+    buffers and under :func:`~etr_core.curvature.buffers.batch_statistics_only`: calling it never
+    changes a buffer of ``model`` (train-mode BatchNorm uses batch statistics). The default loss is
     the mean cross entropy of appendix C, B.1.
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
@@ -113,14 +125,28 @@ def loss_of_flat_parameters(
     names = [n for n, _ in named]
     shapes = [p.shape for _, p in named]
     numels = [p.numel() for _, p in named]
-    buffers = dict(model.named_buffers())
+    buffers = buffer_copies(model)
     w = torch.cat([p.detach().reshape(-1) for _, p in named])
 
     def f(flat: Tensor) -> Tensor:
         params = {n: t.view(s) for n, t, s in zip(names, flat.split(numels), shapes)}
-        return loss_fn(functional_call(model, (params, buffers), (inputs,)), targets)
+        # fresh copies per call: a write by the forward lands on a tensor created inside the
+        # transform (allowed), never on a captured one (functorch raises) or the module's own
+        fresh = {n: b.clone() for n, b in buffers.items()}
+        with batch_statistics_only(model):
+            out = functional_call(model, (params, fresh), (inputs,))
+        return loss_fn(out, targets)
 
     return f, w
+
+
+def _side_effect_free_loss(
+    model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: LossFn | None
+) -> Tensor:
+    """The loss with the model's own parameters (autograd graph intact), buffers left untouched."""
+    with torch.enable_grad(), batch_statistics_only(model):
+        out = functional_call(model, buffer_copies(model), (inputs,), strict=False)
+        return (loss_fn or nn.functional.cross_entropy)(out, targets)
 
 
 def _row_blocks(
@@ -135,9 +161,10 @@ def _row_blocks(
     """``V -> V H`` for a block of basis rows ``V``, by the chosen differentiation mode."""
     if method == "double_backward":
         params = [p for _, p in _trainable(model)]
+        out = _side_effect_free_loss(model, inputs, targets, loss_fn)
         with torch.enable_grad():
-            out = (loss_fn or nn.functional.cross_entropy)(model(inputs), targets)
-            g = torch.autograd.grad(out, params, create_graph=True)
+            g = torch.autograd.grad(out, params, create_graph=True, allow_unused=True,
+                                    materialize_grads=True)
         flat_g = torch.cat([t.reshape(-1) for t in g])
 
         def batched(V: Tensor) -> Tensor:
@@ -149,9 +176,13 @@ def _row_blocks(
 
         return batched
     grad_f = grad(f)
+    # randomness="same": one Dropout mask for every basis vector of a chunk; fixed_rng replays the
+    # same generator state for every chunk, so all rows share the mask of the first forward
     if method == "forward":
-        return lambda V: vmap(lambda v: jvp(grad_f, (w,), (v,))[1])(V).detach()
-    return lambda V: vmap(lambda v: grad(lambda u: torch.dot(grad_f(u), v))(w))(V).detach()
+        return lambda V: vmap(lambda v: jvp(grad_f, (w,), (v,))[1], randomness="same")(V).detach()
+    return lambda V: vmap(
+        lambda v: grad(lambda u: torch.dot(grad_f(u), v))(w), randomness="same"
+    )(V).detach()
 
 
 @dataclass
@@ -191,23 +222,31 @@ def exact_hessian(
     oracle-grade precision).
     ``progress(done_rows, d)`` is called after every chunk. Raises ``ValueError`` naming ``d`` and
     ``max_params`` when the network is too large.
+
+    Buffers, BatchNorm and Dropout: see the module docstring. In short, every buffer and torch's
+    random state are bitwise unchanged afterwards; a train-mode BatchNorm gives the Hessian of the
+    loss normalised with the batch's statistics (a training step's loss), an eval-mode one that of
+    the inference function; Dropout uses one mask for the whole matrix.
     """
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     check_choice("method", method, HESSIAN_METHODS)
     f, w = loss_of_flat_parameters(model, inputs, targets, loss_fn)
     d = w.numel()
     check_hessian_size(d, max_params)
-    with torch.no_grad():
-        loss = float(f(w))
-    rows = _row_blocks(model, inputs, targets, loss_fn, f, w, method)
-    H = torch.empty(d, d, dtype=w.dtype, device=w.device)
-    for start in range(0, d, chunk_size):
-        stop = min(d, start + chunk_size)
-        basis = torch.zeros(stop - start, d, dtype=w.dtype, device=w.device)
-        basis[torch.arange(stop - start, device=w.device), torch.arange(start, stop, device=w.device)] = 1
-        H[start:stop] = rows(basis)
-        if progress is not None:
-            progress(stop, d)
+    with fixed_rng(w.device) as replay:
+        with torch.no_grad():
+            loss = float(f(w))
+        replay()
+        rows = _row_blocks(model, inputs, targets, loss_fn, f, w, method)
+        H = torch.empty(d, d, dtype=w.dtype, device=w.device)
+        for start in range(0, d, chunk_size):
+            stop = min(d, start + chunk_size)
+            basis = torch.zeros(stop - start, d, dtype=w.dtype, device=w.device)
+            basis[torch.arange(stop - start, device=w.device), torch.arange(start, stop, device=w.device)] = 1
+            replay()
+            H[start:stop] = rows(basis)
+            if progress is not None:
+                progress(stop, d)
     return ExactHessian(H, parameter_blocks(model, "tensor"), parameter_blocks(model, "layer"), loss)
 
 
@@ -240,7 +279,9 @@ def network_hvp(
 
     One ``create_graph`` backward up front, then one double backward per product (about 1.2-1.4
     gradients each on MLPs): the cost unit of the sampled-row, Hutchinson and Lanczos estimators
-    for networks too large for :func:`exact_hessian`.
+    for networks too large for :func:`exact_hessian`. The one forward leaves every buffer and
+    torch's random state untouched; a train-mode BatchNorm uses the batch's statistics (see the
+    module docstring), so ``H`` is the Hessian of a training step's loss.
     """
     from etr_core.hvp import make_hvp
 
@@ -248,8 +289,9 @@ def network_hvp(
     params = [p for _, p in _trainable(model)]
     if not params:
         raise ValueError("model has no trainable parameters")
+    with fixed_rng(params[0].device):
+        loss = _side_effect_free_loss(model, inputs, targets, loss_fn)
     with torch.enable_grad():
-        loss = loss_fn(model(inputs), targets)
         grads = torch.autograd.grad(
             loss, params, create_graph=True, allow_unused=True, materialize_grads=True
         )
