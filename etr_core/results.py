@@ -7,12 +7,19 @@ Layout of one run folder::
     metrics.jsonl      one JSON object per logged training step (the ``on_step`` record)
     evals.jsonl        one JSON object per evaluation (the ``on_eval`` record)
     summary.json       written when the run ends (stop reason, final numbers, counters)
-    checkpoint.pt      model, optimiser, sampler, RNG states, counters and clock (latest only)
+    checkpoint.pt      model, optimiser, sampler, RNG states, counters and clock, with a sha256
+    checkpoint.prev.pt the checkpoint before it (used when checkpoint.pt is damaged)
+    .lock              held (fcntl) by the process writing the folder
 
 Every JSON file is strict JSON: non-finite floats are written as ``null`` so a NaN can never
 corrupt a results file for other readers. ``checkpoint.pt`` and the JSON files are written
 atomically (temporary file in the same folder, ``fsync``, ``os.replace``), so killing the process
-at any moment leaves either the previous or the new complete file, never a torn one.
+at any moment leaves either the previous or the new complete file, never a torn one; temporary
+files left by a killed writer (``.checkpoint.pt.*.tmp``) are removed when the folder is opened
+for writing again. Checkpoints load with ``torch.load(weights_only=True)`` and are verified
+against their checksum (:mod:`etr_core.checkpoints`). Readers of the JSON-lines logs skip an
+unreadable line with a :class:`ResultsWarning` naming the file and line instead of stopping there.
+Files get the permissions ``open()`` gives (``0o666`` less the umask).
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +39,38 @@ from typing import Any
 import pandas as pd
 import torch
 
+from etr_core import checkpoints
+from etr_core.files import RunLock, atomic_write, fsync_dir
+
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 EVALS_FILE = "evals.jsonl"
 SUMMARY_FILE = "summary.json"
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = checkpoints.CHECKPOINT_FILE
+PREVIOUS_CHECKPOINT_FILE = checkpoints.PREVIOUS_CHECKPOINT_FILE
+DAMAGED_CHECKPOINT_FILE = "checkpoint.damaged.pt"
+_WRITTEN_FILES = (CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, EVALS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
+
+__all__ = [
+    "LoadedRun",
+    "ResultsWarning",
+    "RunWriter",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_json",
+    "dumps",
+    "find_runs",
+    "fsync_dir",
+    "json_safe",
+    "load_run",
+    "read_jsonl",
+    "run_state",
+]
+
+
+class ResultsWarning(UserWarning):
+    """A run folder file had unreadable parts that were skipped (the message names file and lines)."""
 
 
 def json_safe(value: Any) -> Any:
@@ -60,41 +93,6 @@ def json_safe(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Strict JSON text of ``value`` (see :func:`json_safe`)."""
     return json.dumps(json_safe(value), allow_nan=False, sort_keys=False)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, writer) -> None:
-    """Call ``writer(file_object)`` on a temporary file next to ``path``, then rename it onto ``path``.
-
-    A crash before the rename leaves ``path`` untouched; the rename itself is atomic on POSIX and
-    Windows (``os.replace``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
@@ -137,22 +135,61 @@ def environment_info(device: torch.device | str | None = None) -> dict[str, Any]
     return info
 
 
+def run_state(run_dir: str | os.PathLike) -> str:
+    """What a folder holds: "empty", "unstarted" (configuration but no checkpoint yet: it can be
+    started again), "resumable" (a checkpoint, no summary) or "finished" (a summary)."""
+    path = Path(run_dir)
+    if (path / SUMMARY_FILE).exists():
+        return "finished"
+    if (path / CHECKPOINT_FILE).exists() or (path / PREVIOUS_CHECKPOINT_FILE).exists():
+        return "resumable"
+    if (path / CONFIG_FILE).exists():
+        return "unstarted"
+    return "empty"
+
+
 class RunWriter:
-    """Appends records to one run folder; every file it writes is either complete or absent."""
+    """Appends records to one run folder; every file it writes is either complete or absent.
+
+    :meth:`lock` takes the folder's lock (a second writer gets ``RunFolderBusyError``);
+    :meth:`close` releases it.
+    """
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.run_dir = Path(run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise NotADirectoryError(
+                f"{self.run_dir} is a file, not a folder; choose another run folder (--out)"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = None
         self._evals = None
+        self._lock = RunLock(self.run_dir)
 
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_FILE
 
+    def lock(self) -> None:
+        """Hold the folder's lock until :meth:`close` (raises ``RunFolderBusyError`` if taken)."""
+        self._lock.acquire()
+
+    def state(self) -> str:
+        """:func:`run_state` of the folder."""
+        return run_state(self.run_dir)
+
     def has_run(self) -> bool:
-        """True when the folder already holds a run (its config or checkpoint)."""
-        return (self.run_dir / CONFIG_FILE).exists() or self.checkpoint_path.exists()
+        """True when the folder holds a run a fresh start would overwrite (a checkpoint or a summary)."""
+        return self.state() in ("resumable", "finished")
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files a killed writer left (``.checkpoint.pt.*.tmp`` and the like)."""
+        removed = []
+        for name in _WRITTEN_FILES:
+            for tmp in self.run_dir.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.run_dir / CONFIG_FILE, config)
@@ -183,55 +220,100 @@ class RunWriter:
                 handle.flush()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Flush the logs, then replace ``checkpoint.pt`` atomically with ``state``."""
+        """Flush the logs, then replace ``checkpoint.pt`` atomically with ``state`` and its checksum
+        (the previous one becomes ``checkpoint.prev.pt``)."""
         self.flush()
-        atomic_torch_save(state, self.checkpoint_path)
+        checkpoints.save_checkpoint(self.run_dir, state)
 
     def load_checkpoint(self, map_location: torch.device | str = "cpu") -> dict[str, Any] | None:
-        """The latest checkpoint, or ``None`` when the folder has none."""
-        if not self.checkpoint_path.exists():
+        """The newest good checkpoint, or ``None`` when the folder has none.
+
+        Loads with ``weights_only=True`` and verifies the checksum; a damaged ``checkpoint.pt`` gives
+        a one-line warning, is renamed ``checkpoint.damaged.pt`` (when this writer holds the lock) and
+        ``checkpoint.prev.pt`` is used. Raises :class:`etr_core.errors.CheckpointError` when no good
+        checkpoint is left.
+        """
+        found = checkpoints.load_checkpoint(self.run_dir, map_location)
+        if found is None:
             return None
-        return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        state, path = found
+        if path.name == PREVIOUS_CHECKPOINT_FILE and self._lock.held and self.checkpoint_path.exists():
+            os.replace(self.checkpoint_path, self.run_dir / DAMAGED_CHECKPOINT_FILE)
+        return state
 
     def truncate_logs(self, last_step: int) -> None:
-        """Drop log rows written after ``last_step`` (a killed run logged past its last checkpoint)."""
-        self.close()
+        """Keep the readable log rows up to ``last_step`` (a killed run logged past its last
+        checkpoint; the resumed run writes those steps again). Unreadable lines are reported, dropped."""
+        self.close_logs()
         for name in (METRICS_FILE, EVALS_FILE):
             path = self.run_dir / name
             if not path.exists():
                 continue
-            kept = [row for row in read_jsonl(path) if int(row.get("step", 0)) <= last_step]
+            kept = [
+                row
+                for row in read_jsonl(path)
+                if (_step_of(row) or 0) <= last_step and _step_of(row) is not None
+            ]
             text = "".join(dumps(row) + "\n" for row in kept)
             atomic_write(path, lambda handle, text=text: handle.write(text.encode()))
 
     def clear_logs(self) -> None:
-        """Start the logs afresh (a resumed run that had no checkpoint yet)."""
-        self.close()
+        """Start the logs afresh (a run started again before its first checkpoint)."""
+        self.close_logs()
         for name in (METRICS_FILE, EVALS_FILE, SUMMARY_FILE):
             path = self.run_dir / name
             if path.exists():
                 path.unlink()
 
-    def close(self) -> None:
+    def close_logs(self) -> None:
         for attr in ("_metrics", "_evals"):
             handle = getattr(self, attr)
             if handle is not None:
                 handle.close()
                 setattr(self, attr, None)
 
+    def close(self) -> None:
+        """Close the logs and release the folder's lock."""
+        try:
+            self.close_logs()
+        finally:
+            self._lock.release()
+
+
+def _step_of(row: dict[str, Any]) -> int | None:
+    step = row.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file; a torn last line (a killed writer) is ignored."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
+    """The JSON-object rows of a JSON-lines file.
+
+    Unreadable lines (not JSON, not an object) are skipped and reported in one
+    :class:`ResultsWarning` naming the file and the line numbers; reading goes on after them. A torn
+    last line without its newline (a writer killed mid-line) is skipped silently.
+    """
+    rows: list[dict[str, Any]] = []
+    bad: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text:
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(text)
             except json.JSONDecodeError:
-                break
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            elif line.endswith("\n"):
+                bad.append(number)
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(
+            f"{path}: skipped {len(bad)} unreadable line(s) (line {shown}); using the other {len(rows)} rows",
+            ResultsWarning,
+            stacklevel=2,
+        )
     return rows
 
 
@@ -260,28 +342,51 @@ class LoadedRun:
         return label
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``, ``None`` if the file is absent; ``ValueError`` naming the file
+    when it is not valid JSON or not an object."""
+    path = Path(path)
     if not path.exists():
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_json_object(path)
+    except ValueError as exc:
+        warnings.warn(f"{exc}; ignored", ResultsWarning, stacklevel=3)
+        return None
 
 
 def load_run(run_dir: str | os.PathLike) -> LoadedRun:
-    """Read a run folder written by :func:`etr_core.training.train`."""
+    """Read a run folder written by :func:`etr_core.training.train`.
+
+    A missing or unreadable ``config.json`` raises (``FileNotFoundError`` / ``ValueError`` naming
+    it); an unreadable ``environment.json`` or ``summary.json`` is reported (:class:`ResultsWarning`)
+    and read as absent; unreadable log lines are skipped and reported (:func:`read_jsonl`).
+    """
     path = Path(run_dir)
-    config = _read_json(path / CONFIG_FILE)
+    config = read_json_object(path / CONFIG_FILE)
     if config is None:
         raise FileNotFoundError(f"{path} is not a run folder: {CONFIG_FILE} is missing")
+
     metrics = read_jsonl(path / METRICS_FILE) if (path / METRICS_FILE).exists() else []
     evals = read_jsonl(path / EVALS_FILE) if (path / EVALS_FILE).exists() else []
     return LoadedRun(
         path=path,
         config=config,
-        environment=_read_json(path / ENVIRONMENT_FILE) or {},
+        environment=_optional_json(path / ENVIRONMENT_FILE) or {},
         metrics=pd.DataFrame(metrics),
         evals=pd.DataFrame(evals),
-        summary=_read_json(path / SUMMARY_FILE),
+        summary=_optional_json(path / SUMMARY_FILE),
     )
 
 

@@ -489,44 +489,82 @@ class _Trainer:
         return record
 
     def _open_run_dir(self, resume: bool) -> None:
+        """Lock the run folder, then start it or continue it from its newest good checkpoint.
+
+        Runs after the data were loaded and validated, so a bad data file writes nothing. A folder
+        that holds a checkpoint or a summary needs ``resume``; one stopped before its first checkpoint
+        (configuration only) starts again from step 0. Budget and cadence fields
+        (``_RESUMABLE_CHANGES``) may change on resume and are recorded in config.json ("resumes");
+        any other difference is refused, naming the fields.
+        """
+        import warnings
+
         from etr_core import results
 
         writer = results.RunWriter(self.run_dir)
-        if writer.has_run() and not resume:
-            raise FileExistsError(
-                f"{self.run_dir} already holds a run; pass resume=True (CLI: --resume) to continue it or "
-                "choose another folder"
-            )
-        checkpoint = writer.load_checkpoint(self.device) if resume else None
-        if checkpoint is not None:
-            saved = checkpoint["config"]
-            now = self.config.to_dict()
-            differing = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
-            if differing:
-                raise ValueError(
-                    f"cannot resume {self.run_dir}: the configuration differs in {differing} "
-                    f"(saved {[saved.get(k) for k in differing]}, now {[now[k] for k in differing]})"
+        writer.lock()
+        try:
+            writer.remove_stale_temporaries()
+            state = writer.state()
+            if state in ("resumable", "finished") and not resume:
+                raise FileExistsError(
+                    f"{self.run_dir} already holds a run; pass resume=True (CLI: --resume) to continue it "
+                    "or choose another folder"
                 )
-            self._load_state(checkpoint)
-            writer.truncate_logs(self.step)
-            self.steps = (
-                results.read_jsonl(self.run_dir / results.METRICS_FILE)
-                if (self.run_dir / results.METRICS_FILE).exists()
-                else []
-            )
-            self.evals = (
-                results.read_jsonl(self.run_dir / results.EVALS_FILE)
-                if (self.run_dir / results.EVALS_FILE).exists()
-                else []
-            )
-            self.resumed_from = self.step
-        else:
-            writer.clear_logs()
-        writer.write_config(self._config_record())
-        env = results.environment_info(self.device)
-        env["resumed_from_step"] = self.resumed_from
-        writer.write_environment(env)
+            checkpoint = writer.load_checkpoint(self.device) if resume else None
+            history: list[dict[str, Any]] = []
+            if checkpoint is not None:
+                history = self._resume_from(checkpoint, writer)
+            else:
+                if state == "unstarted":
+                    warnings.warn(
+                        f"{self.run_dir} holds a run stopped before its first checkpoint; starting it again "
+                        "from step 0",
+                        results.ResultsWarning,
+                        stacklevel=4,
+                    )
+                writer.clear_logs()
+            record = self._config_record()
+            if history:
+                record["resumes"] = history
+            writer.write_config(record)
+            env = results.environment_info(self.device)
+            env["resumed_from_step"] = self.resumed_from
+            writer.write_environment(env)
+        except BaseException:
+            writer.close()
+            raise
         self.writer = writer
+
+    def _resume_from(self, checkpoint: dict[str, Any], writer: Any) -> list[dict[str, Any]]:
+        """Load ``checkpoint`` after checking the configuration; the updated list of recorded resumes."""
+        from etr_core import results
+
+        saved = checkpoint["config"]
+        now = self.config.to_dict()
+        differing = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+        if differing:
+            raise ValueError(
+                f"cannot resume {self.run_dir}: the configuration differs in {differing} "
+                f"(saved {[saved.get(k) for k in differing]}, now {[now[k] for k in differing]}); only "
+                f"{list(_RESUMABLE_CHANGES)} may change"
+            )
+        self._load_state(checkpoint)
+        writer.truncate_logs(self.step)
+        metrics, evals = (self.run_dir / results.METRICS_FILE), (self.run_dir / results.EVALS_FILE)
+        self.steps = results.read_jsonl(metrics) if metrics.exists() else []
+        self.evals = results.read_jsonl(evals) if evals.exists() else []
+        self.resumed_from = self.step
+        try:
+            previous = results.read_json_object(self.run_dir / results.CONFIG_FILE) or {}
+        except ValueError:
+            previous = {}
+        history = [h for h in previous.get("resumes", []) if isinstance(h, dict)]
+        changes = {
+            k: {"before": saved.get(k), "after": now[k]} for k in _RESUMABLE_CHANGES if saved.get(k) != now[k]
+        }
+        history.append({"step": self.step, "changes": changes})
+        return history
 
     def _state(self) -> dict[str, Any]:
         return {
