@@ -19,6 +19,13 @@ name               ``A_t``                                              ``q_t``
 ``tr_adagrad``     Adagrad diagonal, radius ``Delta_t``     (Fig. 5)    ``g_t``
 =================  ===================================================  ===================
 
+The ``tr_adagrad`` ellipse sums the squared gradients of the *iterates*: after a rejected step the
+point and its gradient are unchanged and are not summed twice, so ``A_t`` is exactly Adagrad's
+accumulator along the accepted path. Both methods then step along ``-A_t^{-1} g_t`` and differ only
+in the step length: Adagrad's ``eta ||g_t||_{A_t^{-1}}`` shrinks with the gradient, the TR's radius
+``Delta_t`` only through rejected steps (``/gamma2``), which is why, on Fig. 5's quadratic, it
+alternates accepted and rejected steps near the minimiser and converges more slowly than Adagrad.
+
 The two ``tr_*`` methods are the first-order trust-region methods of appendix B (Fig. 5): Algorithm 1
 with the linear model, driven by ``etr_core.minimize``. For Adam the implicit trust region is the one
 of the linear model built with the momentum ``mhat_t`` (the remark after Corollary 1).
@@ -265,9 +272,11 @@ def _run_tr_single(problem: Problem2D, method: str, radius0: float, n_iter: int,
         raise ValueError(f"lr (the initial radius) must be <= max_radius = {rules['max_radius']!r}, "
                          f"got {radius0!r}")
     extra = {"eps": opts["eps"]} if "eps" in opts else {}
+    # "after_accept": a rejected step leaves w_t (and g_t) unchanged, so its gradient must not enter
+    # the Adagrad sum a second time; the ellipse is then Adagrad's accumulator over the iterates.
     result = minimize(_torch_objective(problem), torch.as_tensor(np.asarray(w0, dtype=np.float64)),
                       method=_TR_ELLIPSOID[method], rule="paper", gtol=_STATIONARY_GRAD, max_iter=n_iter,
-                      radius=radius0, **rules, **extra)
+                      radius=radius0, ellipsoid_update="after_accept", **rules, **extra)
     W = np.full((n_iter + 1, 2), np.nan)
     F = np.full(n_iter + 1, np.nan)
     A = np.full((n_iter, 2, 2), np.nan)

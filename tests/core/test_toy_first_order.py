@@ -165,15 +165,58 @@ def test_full_matrix_adagrad_survives_a_rank_one_accumulator() -> None:
     assert all(np.all(np.linalg.eigvalsh(A) > 0) for A in tr.shapes)
 
 
-def test_tr_adagrad_shape_is_the_adagrad_diagonal() -> None:
-    """1st-order TR_ada uses A_t = diag(sqrt(sum_{i<=t} g_i^2 + eps)), updated every iteration."""
+def test_tr_adagrad_shape_is_torch_adagrads_accumulator_over_the_iterates() -> None:
+    """1st-order TR_ada's ellipse is A_t = diag(sqrt(S_t + eps)) with S_t torch.optim.Adagrad's
+    ``state_sum`` after one step per *distinct* iterate: a rejected step (same point, same gradient)
+    must not add g_t^2 a second time. Gradients come from the closed form Q (w - w*)."""
     problem = make_quadratic(100.0)
-    tr = run_method(problem, "tr_adagrad", 0.3, 30, (2.0, 1.0))
-    acc = np.cumsum(tr.gradients ** 2, axis=0)
-    expected = np.sqrt(acc + 1e-10)
-    assert np.allclose(np.diagonal(tr.shapes, axis1=1, axis2=2), expected, rtol=1e-12)
+    tr = run_method(problem, "tr_adagrad", 0.3, 60, (2.0, 1.0))
+    assert 5 <= int((~tr.accepted).sum()) < 60      # the run has rejected steps to get right
+    p = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    oracle = torch.optim.Adagrad([p], lr=0.0, eps=1e-10)
+    Q = np.diag([1.0, 100.0])
+    for t in range(tr.n_steps):
+        if t == 0 or tr.accepted[t - 1]:
+            p.grad = torch.as_tensor(Q @ tr.iterates[t])
+            oracle.step()
+        expected = np.sqrt(oracle.state[p]["sum"].numpy() + 1e-10)
+        assert np.allclose(np.diagonal(tr.shapes[t]), expected, rtol=1e-12), t
     sphere = run_method(problem, "tr_sphere", 0.3, 30, (2.0, 1.0))
     assert np.allclose(sphere.shapes, np.eye(2))
+
+
+def test_tr_adagrad_first_step_is_torch_adagrads_step() -> None:
+    """Theorem 1 inside Algorithm 1: with Delta_0 = eta ||g_0||_{A_0^-1} the first (accepted) TR_ada
+    step is torch.optim.Adagrad's step with lr = eta; afterwards only the step length differs."""
+    problem = make_quadratic(100.0)
+    w0 = np.array([2.0, -0.7])
+    g0 = np.diag([1.0, 100.0]) @ w0
+    eta = 0.5
+    a0 = np.sqrt(g0 ** 2 + 1e-10)
+    radius0 = eta * float(np.sqrt(np.sum(g0 ** 2 / a0)))
+    tr = run_method(problem, "tr_adagrad", radius0, 1, w0)
+    p = torch.tensor(w0, requires_grad=True)
+    oracle = torch.optim.Adagrad([p], lr=eta, eps=0.0, initial_accumulator_value=1e-10)
+    p.grad = torch.as_tensor(g0)
+    oracle.step()
+    assert tr.accepted[0]
+    assert np.allclose(tr.iterates[1], p.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def test_fig5_gap_comes_from_the_radius_rule() -> None:
+    """Fig. 5 preset (kappa = 100, w0 = (2, 1), 60 steps): Adagrad (eta = 1) reaches f ~ 1e-26, the
+    Adagrad-ellipse TR only ~1e-8 because near w* its radius, not tied to ||g||, is too long: steps
+    alternate accepted / rejected (each rejection divides Delta by gamma2 = 1.5), while a TR whose
+    radius follows Adagrad's step length, Delta_t = ||g_t||_{A_t^-1}, is Adagrad itself."""
+    problem = make_quadratic(100.0)
+    adagrad = run_method(problem, "adagrad", 1.0, 60, (2.0, 1.0))
+    tr = run_method(problem, "tr_adagrad", 0.3, 60, (2.0, 1.0))
+    assert adagrad.values[-1] < 1e-20
+    assert 1e-14 < tr.values[-1] < 1e-4
+    late = tr.accepted[30:]
+    assert 0.3 <= 1.0 - late.mean() <= 0.7          # about every other late step is rejected
+    # Adagrad's implicit radius eta ||g||_{A^-1} falls with the gradient, far below the TR radius
+    assert adagrad.radii[40] < 1e-3 * tr.radii[40]
 
 
 # Fig. 5 analogue: iterations until f < 1e-8 from w0 = (2, 1), paper rules.
