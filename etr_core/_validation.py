@@ -7,16 +7,53 @@ the allowed range, so a bad configuration fails before any work starts.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
 
+def _scalar_tensor(value: Any) -> Any:
+    """A 0-dim torch tensor as the Python number it holds (``bool`` and complex kept as such so that
+    the callers reject them); anything else unchanged. torch is imported only if it is loaded."""
+    torch = _loaded_torch()
+    if torch is not None and isinstance(value, torch.Tensor):
+        if value.dim() != 0:
+            raise TypeError(f"expected a scalar, got a tensor of shape {tuple(value.shape)}")
+        return value.item()
+    return value
+
+
+def _loaded_torch() -> Any:
+    import sys
+
+    return sys.modules.get("torch")
+
+
+def _is_bool(value: Any) -> bool:
+    kind = type(value)
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"))
+
+
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Python and numpy reals and integers; not ``bool`` (nor ``numpy.bool_``), not complex."""
+    return isinstance(value, numbers.Real) and not _is_bool(value)
 
 
 def check_real(name: str, value: Any) -> float:
-    """Return ``value`` as float, or raise if it is not a finite real number."""
+    """Return ``value`` as float, or raise if it is not a finite real number.
+
+    Accepts any real scalar: Python ``int``/``float``, numpy scalars and 0-dim torch tensors.
+    ``bool`` and complex numbers raise ``TypeError``; NaN and infinities raise ``ValueError``.
+    """
+    if type(value) is float or type(value) is int:  # the common case, without the generic checks
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        return value
+    try:
+        value = _scalar_tensor(value)
+    except TypeError as err:
+        raise TypeError(f"{name} must be a real number, {err}") from None
     if not _is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     value = float(value)
@@ -67,23 +104,36 @@ def check_greater(name: str, value: Any, bound: float, bound_name: str | None = 
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An integer (bool rejected) within ``[minimum, maximum]`` where given."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        # accept integral numpy scalars
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer):
-                value = int(value)
-            else:
-                raise TypeError
-        except TypeError:
-            raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})") from None
+    """An integer within ``[minimum, maximum]`` where given: Python and numpy integers and 0-dim integer
+    tensors; ``bool`` and floats (even integral ones) raise ``TypeError``."""
+    if type(value) is not int:
+        value = _as_integer(name, value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
     return value
+
+
+def _as_integer(name: str, value: Any) -> int:
+    try:
+        value = _scalar_tensor(value)
+    except TypeError as err:
+        raise TypeError(f"{name} must be an integer, {err}") from None
+    if not isinstance(value, numbers.Integral) or _is_bool(value):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A ``bool`` (``numpy.bool_`` and 0-dim bool tensors accepted); numbers raise ``TypeError``."""
+    try:
+        value = _scalar_tensor(value)
+    except TypeError as err:
+        raise TypeError(f"{name} must be a bool, {err}") from None
+    if not _is_bool(value):
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r} ({type(value).__name__})")
+    return bool(value)
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etr_core._validation import (
+    check_bool,
     check_choice,
     check_greater,
     check_int,
@@ -147,7 +148,10 @@ class TRConfig:
         return self.gamma2 if self.gamma2 is not None else default_gamma2(self.ellipsoid)
 
     def validate(self) -> TRConfig:
-        """Check every field; raise ``ValueError``/``TypeError`` naming the field, value and range."""
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field, value and range.
+
+        Numeric fields accept any real scalar (Python, numpy, 0-dim tensor) and are stored as Python
+        ``float``/``int``; ``bool``, complex and non-finite values are refused."""
         self.radius = check_positive("radius", self.radius)
         self.max_radius = check_positive("max_radius", self.max_radius)
         if self.radius > self.max_radius:
@@ -175,8 +179,7 @@ class TRConfig:
             )
         check_choice("residual_norm", self.residual_norm, RESIDUAL_NORMS)
         check_choice("root", self.root, ROOTS)
-        if not isinstance(self.grow_only_on_boundary, bool):
-            raise TypeError(f"grow_only_on_boundary must be a bool, got {self.grow_only_on_boundary!r}")
+        self.grow_only_on_boundary = check_bool("grow_only_on_boundary", self.grow_only_on_boundary)
         check_choice("ellipsoid_update", self.ellipsoid_update, ELLIPSOID_UPDATES)
         self.beta = check_open_interval("beta", self.beta, 0.0, 1.0)
         self.eps = check_positive("eps", self.eps)

@@ -4,80 +4,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from etr_core import distributed as etr_dist
-from etr_core.config import TRConfig
-from etr_core.ellipsoids import make_ellipsoid
 from etr_core.hvp import HessianVectorProduct, flat_grad, grad_with_graph, unflatten_like
-from etr_core.optim.options import _ellipsoid_options
-from etr_core.optim.records import _NAN, COUNTER_KEYS, Closure, StepRecord, _Prepared
+from etr_core.optim.records import _NAN, Closure, StepRecord, _Prepared
 from etr_core.optim.state import _TRState
 from etr_core.trust_region import classify_step, reduction_ratio, update_radius
 
 
 class _TrustRegionBase(_TRState):
     """Shared loop of Algorithm 1; subclasses supply the step proposal."""
-
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict],
-        config: TRConfig,
-        ellipsoid: Any,
-        distributed: bool,
-    ) -> None:
-        super().__init__(params, {})
-        if len(self.param_groups) != 1:
-            raise ValueError(
-                f"{type(self).__name__} supports one parameter group, got {len(self.param_groups)}"
-            )
-        self._params: list[Tensor] = list(self.param_groups[0]["params"])
-        if not self._params:
-            raise ValueError("params is empty: pass the tensors to optimise")
-        for i, p in enumerate(self._params):
-            if not p.requires_grad:
-                raise ValueError(
-                    f"params[{i}] (shape {tuple(p.shape)}) does not require grad; pass only trainable "
-                    "parameters, e.g. [p for p in model.parameters() if p.requires_grad]"
-                )
-            if not p.is_floating_point():
-                raise TypeError(f"params[{i}] must be floating point, got dtype {p.dtype}")
-        first = self._params[0]
-        for i, p in enumerate(self._params):
-            if p.dtype != first.dtype or p.device != first.device:
-                raise TypeError(
-                    "all params must share one dtype and device; "
-                    f"params[0] is {first.dtype} on {first.device}, params[{i}] is {p.dtype} on {p.device}"
-                )
-        if not isinstance(distributed, bool):
-            raise TypeError(f"distributed must be a bool, got {distributed!r}")
-        if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            raise ValueError(
-                "distributed=True needs an initialised torch.distributed process group "
-                "(call etr_core.distributed.setup() first)"
-            )
-        self.config = config
-        self.distributed = distributed
-        self.ellipsoid = make_ellipsoid(ellipsoid, **_ellipsoid_options(ellipsoid, config))
-        self.radius = float(config.radius)
-        self.counters: dict[str, int] = dict.fromkeys(COUNTER_KEYS, 0)
-        self.last_step: StepRecord | None = None
-        self._last_accepted = True
-        self.param_groups[0].update(config.to_dict())
-        numel = sum(p.numel() for p in self._params)
-        with torch.no_grad():
-            self._saved = torch.empty(numel, dtype=first.dtype, device=first.device)
-            self._saved_views = unflatten_like(self._saved, self._params)
-
-    # -- internals -----------------------------------------------------------------------------------
-    @property
-    def dim(self) -> int:
-        """Number of optimised scalars d."""
-        return self._saved.numel()
 
     def _evaluate(self, closure: Closure, *, grad_enabled: bool) -> Tensor:
         with torch.set_grad_enabled(grad_enabled):
@@ -105,7 +45,13 @@ class _TrustRegionBase(_TRState):
 
     @torch.no_grad()
     def _save_params(self) -> None:
-        torch._foreach_copy_(self._saved_views, self._params)
+        params = self._params
+        saved = self.__dict__.get("_saved")
+        if saved is None or saved.numel() != sum(p.numel() for p in params) or saved.dtype != params[0].dtype:
+            # scratch space for the bitwise restore, not state: (re)allocated after unpickling or a new group
+            self._saved = torch.empty(self.dim, dtype=params[0].dtype, device=params[0].device)
+        self._saved_views = unflatten_like(self._saved, params)
+        torch._foreach_copy_(self._saved_views, params)
 
     @torch.no_grad()
     def _restore_params(self) -> None:
@@ -175,6 +121,10 @@ class _TrustRegionBase(_TRState):
         Returns the detached loss to hand back and, when the step goes on, what it needs."""
         if closure is None or not callable(closure):
             raise TypeError(f"{type(self).__name__}.step needs a closure that returns the batch loss")
+        self._options = options = self._resolve()  # param_groups, read at every step
+        self._cfg = options.config
+        self._sync_state(options)
+        self._ell = self._bind_ellipsoid(options.config)
         loss_t, loss, g, hvp = self._loss_and_grad(closure, create_graph=create_graph)
         loss_t = loss_t.detach()  # the forward graph lives on only inside the Hessian products
         if g is None:
@@ -188,11 +138,11 @@ class _TrustRegionBase(_TRState):
         if grad_norm == 0.0:
             self._finish(self._no_move(loss, 0.0, "zero_gradient", None, updated))
             return loss_t, None
-        return loss_t, _Prepared(loss, g, hvp, grad_norm, updated, self.ellipsoid.diag(like=g))
+        return loss_t, _Prepared(loss, g, hvp, grad_norm, updated, self._ell.diag(like=g))
 
     def _update_ellipsoid(self, g: Tensor) -> bool:
-        if self.config.ellipsoid_update == "every_iteration" or self._last_accepted:
-            self.ellipsoid.update(g)
+        if self._cfg.ellipsoid_update == "every_iteration" or self._last_accepted:
+            self._ell.update(g)
             return True
         return False
 
@@ -226,11 +176,11 @@ class _TrustRegionBase(_TRState):
             self.radius = update_radius(
                 self.radius,
                 quality,
-                self.config.gamma1,
-                self.config.gamma2_value,
-                self.config.max_radius,
+                self._cfg.gamma1,
+                self._cfg.gamma2_value,
+                self._options.cap,
                 hit_boundary=result.hit_boundary,
-                grow_only_on_boundary=self.config.grow_only_on_boundary,
+                grow_only_on_boundary=self._cfg.grow_only_on_boundary,
             )
         if fault is not None:
             warnings.warn(
@@ -270,8 +220,8 @@ class _TrustRegionBase(_TRState):
             return _NAN, _NAN, "forced", True, None
         trial = self._evaluate(closure, grad_enabled=False)
         trial_f = self._mean_float(trial)
-        rho = reduction_ratio(loss, trial_f, pred, self.config.tiny_pred)
-        quality = classify_step(rho, self.config.eta1, self.config.eta2)
+        rho = reduction_ratio(loss, trial_f, pred, self._cfg.tiny_pred)
+        quality = classify_step(rho, self._cfg.eta1, self._cfg.eta2)
         accepted = quality != "unsuccessful"
         fault = None if math.isfinite(trial_f) else "nonfinite_trial_loss"
         if not accepted:

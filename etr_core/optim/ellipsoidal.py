@@ -13,7 +13,7 @@ from etr_core import distributed as etr_dist
 from etr_core.config import TRConfig
 from etr_core.hvp import HessianVectorProduct, grad_with_graph
 from etr_core.optim.base import _TrustRegionBase
-from etr_core.optim.options import _build_config
+from etr_core.optim.options import ELLIPSOIDAL_OPTIONS, build_config, defaults_for
 from etr_core.optim.records import _NAN, Closure, StepRecord
 from etr_core.subproblem import solve_subproblem
 
@@ -21,6 +21,8 @@ __all__ = ["EllipsoidalTR"]
 
 
 class EllipsoidalTR(_TrustRegionBase):
+    _OPTIONS = ELLIPSOIDAL_OPTIONS
+
     """Stochastic ellipsoidal trust-region method (paper Algorithm 1) as a ``torch.optim.Optimizer``.
 
     ``ellipsoid``: "rms" (default), "adagrad", "uniform" or an ellipsoid object. Every option left
@@ -84,8 +86,8 @@ class EllipsoidalTR(_TrustRegionBase):
             eps_mode=eps_mode,
             tiny_pred=tiny_pred,
         )
-        config, ellipsoid = _build_config(preset, ellipsoid, overrides)
-        super().__init__(params, config, ellipsoid, distributed)
+        config = build_config(preset, ellipsoid, overrides)
+        super().__init__(params, defaults_for(config, ELLIPSOIDAL_OPTIONS, 1.0, "tr"), distributed)
 
     def _reduced(self, base: HessianVectorProduct) -> Callable[[Tensor], Tensor]:
         if not self.distributed:
@@ -97,7 +99,7 @@ class EllipsoidalTR(_TrustRegionBase):
         return reduced
 
     def _solve(self, g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor):
-        c = self.config
+        c = self._cfg
         return solve_subproblem(
             c.solver,
             g,
@@ -138,7 +140,7 @@ class EllipsoidalTR(_TrustRegionBase):
         pred = float(result.pred_reduction)
         if result.exit == "nonfinite" or not math.isfinite(step_l2) or not math.isfinite(pred):
             outcome = (_NAN, -math.inf, "unsuccessful", False, "nonfinite_hvp")
-        elif not pred > self.config.tiny_pred:
+        elif not pred > self._cfg.tiny_pred:
             outcome = (_NAN, -math.inf, "unsuccessful", False, "nonpositive_pred")
         else:
             outcome = self._judge(closure, loss, s, pred)

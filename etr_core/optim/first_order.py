@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,7 +13,7 @@ from etr_core._validation import check_choice, check_positive
 from etr_core.config import TRConfig
 from etr_core.ellipsoids import m_inv_norm
 from etr_core.optim.base import _TrustRegionBase
-from etr_core.optim.options import _build_config
+from etr_core.optim.options import FIRST_ORDER_OPTIONS, build_config, defaults_for
 from etr_core.optim.records import Closure
 from etr_core.subproblem import first_order_tr_step
 
@@ -20,6 +21,8 @@ __all__ = ["FirstOrderTR"]
 
 
 class FirstOrderTR(_TrustRegionBase):
+    _OPTIONS = FIRST_ORDER_OPTIONS
+
     """First-order trust-region method (paper appendix B, Fig. 5): Algorithm 1 with the linear model
     ``m(s) = L + g^T s``, whose minimiser on the ellipsoid is ``s = -radius M^-1 g / ||g||_{M^-1}``
     (Theorem 1) with predicted decrease ``radius ||g||_{M^-1}``. No Hessian products.
@@ -65,19 +68,29 @@ class FirstOrderTR(_TrustRegionBase):
             eps_mode=eps_mode,
             tiny_pred=tiny_pred,
         )
-        config, ellipsoid = _build_config(preset, ellipsoid, overrides)
-        self.radius_rule = check_choice("radius_rule", radius_rule, ("tr", "eta"))
+        config = build_config(preset, ellipsoid, overrides)
+        check_choice("radius_rule", radius_rule, ("tr", "eta"))
         if radius_rule == "eta":
             if lr is None:
                 raise ValueError("radius_rule='eta' needs lr > 0 (the step size eta of Theorem 1)")
-            self.lr: float | None = check_positive("lr", lr)
-        else:
-            if lr is not None:
-                raise ValueError(
-                    f"lr is only used with radius_rule='eta', got lr={lr!r} with radius_rule='tr'"
-                )
-            self.lr = None
-        super().__init__(params, config, ellipsoid, distributed)
+            lr = check_positive("lr", lr)
+        elif lr is not None:
+            raise ValueError(
+                f"lr is a step size only with radius_rule='eta', got lr={lr!r} with radius_rule='tr' "
+                "(there the group's lr scales the radius cap, 1.0 by default, for LR schedulers)"
+            )
+        defaults = defaults_for(config, FIRST_ORDER_OPTIONS, 1.0 if lr is None else lr, radius_rule)
+        super().__init__(params, defaults, distributed)
+
+    @property
+    def radius_rule(self) -> str:
+        """"tr" (adaptive radius, Algorithm 1) or "eta" (radius = lr ||g||_{M^-1}), from param_groups."""
+        return self._resolve().radius_rule
+
+    @property
+    def lr(self) -> float:
+        """The step size eta for ``radius_rule="eta"``; for "tr" the scale of the radius cap."""
+        return self._resolve().lr
 
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """One first-order TR iteration on the closure's batch; returns the loss at ``w``."""
@@ -85,9 +98,15 @@ class FirstOrderTR(_TrustRegionBase):
         if prep is None:
             return loss_t
         loss, g, _, grad_norm, updated, m = prep
-        forced = self.radius_rule == "eta"
+        forced = self._options.radius_rule == "eta"
         if forced:
-            self.radius = self.lr * float(m_inv_norm(g, m))
+            radius = self._options.lr * float(m_inv_norm(g, m))
+            if not (math.isfinite(radius) and radius > 0.0):  # ||g||_{M^-1} overflowed or underflowed
+                fault = None if radius == 0.0 else "nonfinite_radius"
+                exit_ = "zero_gradient" if radius == 0.0 else "nonfinite"
+                self._finish(self._no_move(loss, grad_norm, exit_, fault, updated))
+                return loss_t
+            self.radius = radius
         result = first_order_tr_step(g, m, self.radius)
         pred = float(result.pred_reduction)
         outcome = self._judge(closure, loss, result.step, pred, forced=forced)
@@ -99,10 +118,3 @@ class FirstOrderTR(_TrustRegionBase):
             )
         )
         return loss_t
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"radius_rule": self.radius_rule, "lr": self.lr}
-
-    def _load_extra(self, state_dict: dict[str, Any]) -> None:
-        self.radius_rule = state_dict.get("radius_rule", self.radius_rule)
-        self.lr = state_dict.get("lr", self.lr)

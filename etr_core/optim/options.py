@@ -1,56 +1,169 @@
-"""Hyper-parameters of the trust-region optimisers: presets, overrides and the ellipsoid's options."""
+"""Hyper-parameters of the trust-region optimisers, kept where torch keeps them: ``param_groups``.
+
+Every option of Algorithm 1 is a key of each parameter group and is read at every ``step``: what
+``opt.param_groups[0]`` shows is what the next step runs, and editing it by hand (or with a torch LR
+scheduler) takes effect at the next step. The trust region is *one* region over all parameters (one
+radius, one rho, paper section 4), so no option may differ between groups: a disagreement raises a
+``ValueError`` naming the option. Groups exist so that ``add_param_group``, schedulers and torch's
+checkpoint tooling work; they do not carry per-group settings.
+
+``lr`` is not a learning rate (a trust region has none): for the adaptive radius it scales the radius
+cap, ``Delta <= lr * max_radius`` (1.0 = paper Table 1), so any torch LR scheduler schedules the cap;
+for ``FirstOrderTR(radius_rule="eta")`` it is the step size eta of Theorem 1.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-from etr_core._validation import check_choice
+from etr_core._validation import check_choice, check_real
 from etr_core.config import TRConfig, default_gamma2
+from etr_core.ellipsoids import AdagradEllipsoid, RMSPropEllipsoid, UniformEllipsoid
+
+__all__ = [
+    "ALL_OPTIONS",
+    "ELLIPSOIDAL_OPTIONS",
+    "FIRST_ORDER_OPTIONS",
+    "GroupOptions",
+    "check_group_keys",
+    "defaults_for",
+    "resolve_groups",
+]
+
+COMMON_OPTIONS = (
+    "ellipsoid", "radius", "max_radius", "lr", "eta1", "eta2", "gamma1", "gamma2",
+    "grow_only_on_boundary", "ellipsoid_update", "beta", "eps", "eps_mode", "tiny_pred",
+)
+SOLVER_OPTIONS = ("krylov_tol", "theta", "max_krylov", "solver", "stop_rule", "residual_norm", "root")
+ELLIPSOIDAL_OPTIONS = COMMON_OPTIONS + SOLVER_OPTIONS
+FIRST_ORDER_OPTIONS = (*COMMON_OPTIONS, "radius_rule")
+ALL_OPTIONS = frozenset(ELLIPSOIDAL_OPTIONS + FIRST_ORDER_OPTIONS)
+# Keys torch and its LR schedulers write into groups; they are not options and are left alone.
+TORCH_GROUP_KEYS = frozenset(
+    {"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_lr", "differentiable"}
+)
+_NOT_CONFIG = ("lr", "radius_rule")
+_CANONICAL = {"uni": "uniform", "sphere": "uniform", "ada": "adagrad", "rmsprop": "rms"}
 
 
-def _ellipsoid_options(ellipsoid: Any, config: TRConfig) -> dict[str, Any]:
-    if not isinstance(ellipsoid, str):
-        return {}
-    name = ellipsoid.lower()
-    if name in ("uniform", "uni", "sphere"):
+class GroupOptions(NamedTuple):
+    """The validated options in force: the TR configuration, ``lr`` and ``radius_rule``."""
+
+    config: TRConfig
+    lr: float
+    radius_rule: str
+
+    @property
+    def cap(self) -> float:
+        """The radius cap in force, ``lr * max_radius``."""
+        return self.lr * self.config.max_radius
+
+
+def check_group_keys(group: Mapping[str, Any], names: tuple[str, ...], owner: str) -> None:
+    """A group dict given by the user may hold only ``names`` and torch's own keys (a misspelt option
+    must not be silently ignored); raises ``TypeError`` listing the unknown keys and the options."""
+    unknown = sorted(str(k) for k in group if k not in names and k not in TORCH_GROUP_KEYS)
+    if unknown:
+        raise TypeError(f"unknown {owner} option(s) in a param group: {unknown}; options: {sorted(names)}")
+
+
+def group_options(group: Mapping[str, Any], names: tuple[str, ...], where: str) -> GroupOptions:
+    """Validate the options of one group (every value any real scalar: Python, numpy, 0-dim tensor)."""
+    missing = [k for k in names if k not in group]
+    if missing:
+        raise ValueError(f"{where} lacks option(s) {missing}")
+    fields = {k: group[k] for k in names if k not in _NOT_CONFIG}
+    ellipsoid = fields["ellipsoid"]
+    if isinstance(ellipsoid, str):
+        fields["ellipsoid"] = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower())
+    try:
+        config = TRConfig(**fields)
+        radius_rule = check_choice("radius_rule", group.get("radius_rule", "tr"), ("tr", "eta"))
+        lr = check_real("lr", group["lr"])
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{where}: {err}") from None
+    if lr <= 0:
+        what = "the step size eta" if radius_rule == "eta" else "the scale of the radius cap lr * max_radius"
+        raise ValueError(
+            f"{where}: lr ({what}) must be > 0, got {lr!r}; an LR scheduler must keep it positive "
+            "(e.g. CosineAnnealingLR(..., eta_min=1e-3))"
+        )
+    return GroupOptions(config, lr, radius_rule)
+
+
+def _values(options: GroupOptions, names: tuple[str, ...]) -> dict[str, Any]:
+    out = {k: getattr(options.config, k) for k in names if k not in _NOT_CONFIG}
+    out["gamma2"] = options.config.gamma2_value
+    out["lr"] = options.lr
+    if "radius_rule" in names:
+        out["radius_rule"] = options.radius_rule
+    return out
+
+
+def resolve_groups(groups: list[Mapping[str, Any]], names: tuple[str, ...], owner: str) -> GroupOptions:
+    """The options in force for all ``groups``; ``ValueError`` naming the option when groups disagree."""
+    first = group_options(groups[0], names, "param_groups[0]")
+    reference = _values(first, names) if len(groups) > 1 else {}
+    for i, group in enumerate(groups[1:], 1):
+        values = _values(group_options(group, names, f"param_groups[{i}]"), names)
+        for key in names:
+            if values[key] != reference[key]:
+                raise ValueError(
+                    f"{key} differs between param groups: param_groups[0] has {reference[key]!r}, "
+                    f"param_groups[{i}] has {values[key]!r}. {owner} keeps one trust region over all "
+                    f"parameters (one radius, one rho), so {key} must be equal in every group: "
+                    f"set it in all of them, e.g. `for g in opt.param_groups: g[{key!r}] = ...`"
+                )
+    return first
+
+
+def defaults_for(config: TRConfig, names: tuple[str, ...], lr: float, radius_rule: str) -> dict[str, Any]:
+    """The group defaults (plain Python values) for ``config``; ``gamma2`` resolved to its number."""
+    options = GroupOptions(config, lr, radius_rule)
+    return _values(options, names)
+
+
+def ellipsoid_options(config: TRConfig) -> dict[str, Any]:
+    """Keyword options of :func:`etr_core.ellipsoids.make_ellipsoid` for ``config.ellipsoid``."""
+    if config.ellipsoid == "uniform":
         return {}
     options: dict[str, Any] = {"eps": config.eps, "eps_mode": config.eps_mode}
-    if name in ("rms", "rmsprop"):
+    if config.ellipsoid == "rms":
         options["beta"] = config.beta
     return options
 
 
-_CONFIG_FIELDS = {
-    "radius",
-    "max_radius",
-    "eta1",
-    "eta2",
-    "gamma1",
-    "gamma2",
-    "krylov_tol",
-    "theta",
-    "max_krylov",
-    "solver",
-    "stop_rule",
-    "residual_norm",
-    "root",
-    "grow_only_on_boundary",
-    "ellipsoid_update",
-    "beta",
-    "eps",
-    "eps_mode",
-    "tiny_pred",
-}
+def _object_options(ellipsoid: Any) -> tuple[str, dict[str, Any]]:
+    """Name and options of a built-in ellipsoid object passed instead of a name."""
+    if isinstance(ellipsoid, UniformEllipsoid):
+        return "uniform", {}
+    if isinstance(ellipsoid, (AdagradEllipsoid, RMSPropEllipsoid)):
+        if getattr(ellipsoid, "bias_correction", False):
+            raise ValueError(
+                "ellipsoid=RMSPropEllipsoid(bias_correction=True) is not an option of the optimisers "
+                "(Eq. 3 has no bias correction); pass ellipsoid='rms'"
+            )
+        options = {"eps": ellipsoid.eps, "eps_mode": ellipsoid.eps_mode}
+        if isinstance(ellipsoid, RMSPropEllipsoid):
+            options["beta"] = ellipsoid.beta
+        return ellipsoid.name, options
+    raise TypeError(
+        "ellipsoid must be 'uniform', 'adagrad', 'rms' or one of etr_core.ellipsoids' UniformEllipsoid, "
+        f"AdagradEllipsoid, RMSPropEllipsoid; got {type(ellipsoid).__name__}"
+    )
 
 
-def _build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, Any]) -> tuple[TRConfig, Any]:
+def build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, Any]) -> TRConfig:
+    """The constructor's configuration: ``preset`` (default paper Table 1, "rms"), then the ellipsoid,
+    then every override that is not ``None``. Table 1's shrink factor follows a changed ellipsoid."""
     if preset is not None and not isinstance(preset, TRConfig):
         raise TypeError(
             f"preset must be a TRConfig (e.g. etr_core.config.paper_table1('rms')), got {preset!r}"
         )
     base = preset if preset is not None else TRConfig(ellipsoid="rms")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(changes) - _CONFIG_FIELDS
+    unknown = set(changes) - set(ALL_OPTIONS)
     if unknown:
         raise TypeError(f"unknown option(s): {sorted(unknown)}")
     if ellipsoid is None:
@@ -59,10 +172,12 @@ def _build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, 
         check_choice(
             "ellipsoid", ellipsoid.lower(), ("uniform", "uni", "sphere", "adagrad", "ada", "rms", "rmsprop")
         )
-        canonical = {"uni": "uniform", "sphere": "uniform", "ada": "adagrad", "rmsprop": "rms"}
-        changes["ellipsoid"] = canonical.get(ellipsoid.lower(), ellipsoid.lower())
+        changes["ellipsoid"] = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower())
     else:
-        changes["ellipsoid"] = getattr(ellipsoid, "name", base.ellipsoid)
+        name, options = _object_options(ellipsoid)
+        changes["ellipsoid"] = name
+        for key, value in options.items():
+            changes.setdefault(key, value)
     if (
         changes["ellipsoid"] != base.ellipsoid
         and "gamma2" not in changes
@@ -70,4 +185,4 @@ def _build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, 
         and base.gamma2 == default_gamma2(base.ellipsoid)
     ):
         changes["gamma2"] = None  # Table 1's shrink factor follows the ellipsoid
-    return base.replace(**changes), ellipsoid
+    return base.replace(**changes)
