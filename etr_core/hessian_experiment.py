@@ -6,37 +6,37 @@ of training, and compare its diagonal mass ``delta_H`` with two Wigner baselines
 ``1/d`` and the RMS-matched corrected Proposition 1). The summary reports the mean and a 95%
 t-interval over seeds for every (architecture, phase), the quantity the paper plots.
 
-RMSProp here is ``torch.optim.RMSprop``, the paper's first-order baseline, run on mini-batches of
-``train_batch`` examples. Everything is seeded: the same configuration gives the same numbers (CPU).
+One network at a time is :mod:`etr_core.hessian_analysis`; this module runs the grid of
+architectures and seeds, summarises it and writes the files. RMSProp here is
+``torch.optim.RMSprop``, the paper's first-order baseline, run on mini-batches of ``train_batch``
+examples. Everything is seeded: the same configuration gives the same numbers (CPU).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import platform
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from etr_core._validation import check_choice, check_closed_interval, check_int, check_positive
-from etr_core.curvature import (
-    DEFAULT_MAX_PARAMS,
-    BlockMass,
-    WignerComparison,
-    block_masses,
-    check_hessian_size,
-    compare_with_wigner,
-    exact_hessian,
-    lanczos_extreme_eigenvalues,
+from etr_core._validation import check_choice, check_int, check_positive
+from etr_core.curvature import DEFAULT_MAX_PARAMS, check_hessian_size
+from etr_core.hessian_analysis import (
+    PHASES,
+    NetworkAnalysis,
+    PhaseSnapshot,
+    analyse_network,
+    mlp_sizes,
+    parameter_count,
+    parse_arch,
+    pooled_abs,
 )
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "write_results",
 ]
 
-PHASES: tuple[tuple[str, float], ...] = (("init", 0.0), ("middle", 0.5), ("end", 1.0))
 SUMMARY_METRICS: tuple[str, ...] = (
     "delta_h", "delta_w_equal", "delta_w_rms", "ratio_equal", "ratio_rms",
     "tensor_block_mass", "layer_block_mass", "lambda_min", "lambda_max", "train_loss",
@@ -74,218 +73,6 @@ DATASET_DEFAULT_ARCHS: dict[str, tuple[str, ...]] = {
     "cifar10": ("2", "3"),
 }
 ProgressFn = Callable[[int, int, str], None]
-
-
-def parse_arch(arch: str | Sequence[int]) -> tuple[int, ...]:
-    """Hidden widths from ``"16"``, ``"16-16"``, ``"16x16"`` or a sequence of ints (1 to 4 layers)."""
-    if isinstance(arch, str):
-        parts = arch.replace("x", "-").replace(",", "-").split("-")
-        try:
-            widths = tuple(int(p) for p in parts if p.strip())
-        except ValueError:
-            raise ValueError(
-                f"arch must list hidden widths such as '16' or '16-16', got {arch!r}"
-            ) from None
-    else:
-        widths = tuple(arch)
-    if not 1 <= len(widths) <= 4:
-        raise ValueError(f"arch must have 1 to 4 hidden layers, got {arch!r}")
-    for i, w in enumerate(widths):
-        check_int(f"arch width {i}", w, minimum=1, maximum=4096)
-    return widths
-
-
-def mlp_sizes(arch: str | Sequence[int], in_features: int, num_classes: int) -> list[int]:
-    """Layer sizes ``[in, hidden..., classes]`` of the MLP for ``arch`` on a dataset."""
-    return [in_features, *parse_arch(arch), num_classes]
-
-
-def parameter_count(sizes: Sequence[int]) -> int:
-    """``d`` of a fully connected network with biases: ``sum (n_in + 1) n_out``."""
-    return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
-
-
-def pooled_abs(H: Tensor, cells: int = 200) -> np.ndarray:
-    """``|H|`` averaged over square tiles so that the result has at most ``cells`` rows (float64)."""
-    cells = check_int("cells", cells, minimum=1)
-    A = H.detach().abs().to(torch.float32)
-    if A.shape[0] > cells:
-        A = F.adaptive_avg_pool2d(A[None, None], (cells, cells))[0, 0]
-    return A.to(torch.float64).cpu().numpy()
-
-
-@dataclass(frozen=True)
-class PhaseSnapshot:
-    """Curvature statistics of one network at one training phase."""
-
-    phase: str
-    step: int
-    train_loss: float
-    comparison: WignerComparison
-    layer_table: list[BlockMass]
-    tensor_table: list[BlockMass]
-    lambda_min: float
-    lambda_max: float
-    heatmap: np.ndarray | None = None  # pooled |H| (see pooled_abs), when requested
-
-    def row(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"phase": self.phase, "step": self.step, "train_loss": self.train_loss}
-        out.update(self.comparison.as_dict())
-        out["lambda_min"] = self.lambda_min
-        out["lambda_max"] = self.lambda_max
-        return out
-
-
-@dataclass(frozen=True)
-class NetworkAnalysis:
-    """Snapshots of one network (architecture, seed) over training, with its layer layout."""
-
-    sizes: tuple[int, ...]
-    activation: str
-    d: int
-    seed: int
-    layer_names: list[str]
-    layer_bounds: list[tuple[int, int]]
-    tensor_names: list[str]
-    tensor_bounds: list[tuple[int, int]]
-    snapshots: list[PhaseSnapshot] = field(default_factory=list)
-
-
-def _phase_steps(steps: int, phases: Sequence[tuple[str, float]]) -> list[tuple[str, int]]:
-    return [(name, round(frac * steps)) for name, frac in phases]
-
-
-def _make_mlp(sizes: Sequence[int], activation: str, seed: int, device: torch.device, dtype: torch.dtype):
-    from etr_core.models import MLP
-
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        model = MLP(sizes, activation)
-    return model.to(device=device, dtype=dtype)
-
-
-def _layer_label(name: str, index: int) -> str:
-    return f"layer {index + 1} ({name})"
-
-
-def analyse_network(
-    sizes: Sequence[int],
-    train_x: Tensor,
-    train_y: Tensor,
-    *,
-    activation: str = "tanh",
-    seed: int = 0,
-    steps: int = 300,
-    batch: int = 256,
-    train_batch: int = 64,
-    lr: float = 0.01,
-    phases: Sequence[tuple[str, float]] = PHASES,
-    max_params: int = DEFAULT_MAX_PARAMS,
-    lanczos_iter: int = 30,
-    heatmap_cells: int | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str = "cpu",
-    progress: Callable[[str], None] | None = None,
-) -> NetworkAnalysis:
-    """Train an MLP with RMSProp for ``steps`` steps and analyse its exact Hessian at ``phases``.
-
-    The Hessian is that of the mean cross entropy on one fixed batch of ``batch`` training examples
-    (``batch=0``: the full training set), drawn from ``seed``; it is taken at each phase's step
-    (fraction of ``steps``). Raises ``ValueError`` before any work when ``d`` exceeds
-    ``max_params``. ``progress(message)`` is called after each Hessian.
-    """
-    sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
-    d = parameter_count(sizes)
-    check_hessian_size(d, max_params)
-    steps = check_int("steps", steps, minimum=0)
-    batch = check_int("batch", batch, minimum=0)
-    train_batch = check_int("train_batch", train_batch, minimum=1)
-    lr = check_positive("lr", lr)
-    seed = check_int("seed", seed, minimum=0)
-    if not phases:
-        raise ValueError("phases must name at least one (name, fraction of steps) pair")
-    for name, fraction in phases:
-        check_closed_interval(f"phase {name!r} fraction of steps", fraction, 0.0, 1.0)
-    n = int(train_x.shape[0])
-    if n == 0:
-        raise ValueError("train_x holds no examples")
-    device = torch.device(device)
-    x_all = train_x.to(device=device, dtype=dtype)
-    y_all = train_y.to(device=device)
-    gen = torch.Generator().manual_seed(seed)
-    if batch == 0 or batch >= n:
-        hx, hy = x_all, y_all
-    else:
-        idx = torch.randperm(n, generator=gen)[:batch].to(device)
-        hx, hy = x_all[idx], y_all[idx]
-    model = _make_mlp(sizes, activation, seed, device, dtype)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=lr)
-
-    linear_names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    analysis = NetworkAnalysis(
-        sizes=tuple(sizes), activation=activation, d=d, seed=seed,
-        layer_names=[], layer_bounds=[], tensor_names=[], tensor_bounds=[],
-    )
-    targets: dict[int, list[str]] = {}
-    for name, at in _phase_steps(steps, phases):
-        targets.setdefault(at, []).append(name)  # steps=0 puts every phase at step 0
-    step = 0
-    while True:
-        if step in targets:
-            H = exact_hessian(model, hx, hy, max_params=max_params)
-            if not analysis.layer_names:
-                analysis.layer_names.extend(
-                    _layer_label(b.name, linear_names.index(b.name) if b.name in linear_names else i)
-                    for i, b in enumerate(H.layer_blocks)
-                )
-                analysis.layer_bounds.extend((b.start, b.stop) for b in H.layer_blocks)
-                analysis.tensor_names.extend(b.name for b in H.tensor_blocks)
-                analysis.tensor_bounds.extend((b.start, b.stop) for b in H.tensor_blocks)
-            first = _snapshot(targets[step][0], step, H, lanczos_iter, heatmap_cells, seed)
-            for name in targets[step]:
-                analysis.snapshots.append(dataclasses.replace(first, phase=name))
-                if progress is not None:
-                    progress(f"{name} (step {step})")
-            if not math.isfinite(H.loss):
-                break
-        if step >= max(targets):
-            break
-        idx = torch.randint(0, n, (min(train_batch, n),), generator=gen).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
-        loss.backward()
-        optimizer.step()
-        step += 1
-    return analysis
-
-
-def _nan_comparison(d: int) -> WignerComparison:
-    nan = math.nan
-    return WignerComparison(d, nan, 1.0 / d, nan, nan, nan, nan, nan)
-
-
-def _snapshot(
-    phase: str, step: int, H, lanczos_iter: int, heatmap_cells: int | None, seed: int
-) -> PhaseSnapshot:
-    matrix = H.matrix
-    if not math.isfinite(H.loss) or not math.isfinite(float(matrix.sum(dtype=torch.float64))):
-        # a diverged run is recorded as NaN and left out of the summary, never averaged in
-        return PhaseSnapshot(phase, step, H.loss, _nan_comparison(H.d), [], [], math.nan, math.nan, None)
-    comparison = compare_with_wigner(matrix, H.tensor_blocks, H.layer_blocks)
-    lanczos = lanczos_extreme_eigenvalues(
-        lambda v: matrix @ v, H.d, min(lanczos_iter, H.d), seed=seed, dtype=matrix.dtype, device=matrix.device
-    )
-    return PhaseSnapshot(
-        phase=phase,
-        step=step,
-        train_loss=H.loss,
-        comparison=comparison,
-        layer_table=block_masses(matrix, H.layer_blocks),
-        tensor_table=block_masses(matrix, H.tensor_blocks),
-        lambda_min=lanczos.smallest,
-        lambda_max=lanczos.largest,
-        heatmap=pooled_abs(matrix, heatmap_cells) if heatmap_cells else None,
-    )
 
 
 @dataclass(frozen=True)

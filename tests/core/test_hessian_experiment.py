@@ -217,3 +217,32 @@ def test_non_finite_values_are_written_as_null_not_numbers(tmp_path):
     assert payload["summary"][0]["n"] == 1 and payload["summary"][0]["n_diverged"] == 1
     assert payload["summary"][0]["delta_h_mean"] == pytest.approx(0.01)
     assert pd.read_csv(paths["rows"])["delta_h"].isna().tolist() == [False, True]
+
+
+def test_checkpoints_resume_bitwise_and_do_not_depend_on_later_steps():
+    from etr_core.hessian_analysis import train_checkpoints
+
+    x, y = _toy_data()
+    kwargs = dict(activation="tanh", seed=3, train_batch=16, lr=0.01, dtype=torch.float32)
+    direct = train_checkpoints([6, 5, 3], x, y, [7, 19], **kwargs)
+    short = train_checkpoints([6, 5, 3], x, y, [7], **kwargs)
+    resumed = train_checkpoints([6, 5, 3], x, y, [19], start=short[0], **kwargs)
+    assert [c.step for c in direct] == [7, 19]
+    assert torch.equal(direct[0].params, short[0].params)
+    assert torch.equal(direct[1].params, resumed[0].params)
+    assert not torch.equal(direct[0].params, direct[1].params)
+    # an independent loop with torch's RMSprop and the same sampler gives the same weights
+    from etr_core.models import MLP
+
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(3)
+        model = MLP([6, 5, 3])
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(3)
+    torch.randperm(len(x), generator=gen)
+    for _ in range(7):
+        idx = torch.randint(0, len(x), (16,), generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    assert torch.equal(torch.nn.utils.parameters_to_vector(model.parameters()).detach(), direct[0].params)
