@@ -16,7 +16,9 @@ value of the accumulator (``v_0 = eps``) and ``m = sqrt(v)``. For RMSProp this f
 ``beta^t eps``, so a coordinate whose gradient stays zero sees ``m_i -> 0`` and Proposition 2 no
 longer applies. It exists to reproduce published curves, not as a recommended setting.
 
-State is created lazily by the first ``update(g)`` with ``g``'s device, dtype and length. Calling
+State is created lazily by the first ``update(g)`` with ``g``'s device, dtype and length (float16 and
+bfloat16 gradients accumulate in float32, where ``eps`` and the squares survive; the accumulator
+saturates at the dtype's largest finite value, so ``m`` stays finite for huge finite gradients). Calling
 ``diag()`` on a stateful ellipsoid before any update raises ``RuntimeError``; ``diag(like=x)``
 instead returns the value an empty accumulator implies, ``sqrt(eps) * 1`` shaped like ``x``.
 """
@@ -61,15 +63,31 @@ class Ellipsoid(Protocol):
 
 
 def m_norm(x: Tensor, m: Tensor) -> Tensor:
-    """The ellipsoidal norm ``||x||_M = sqrt(x^T diag(m) x)`` of Eq. 8 and Theorem 1, a 0-dim tensor."""
-    x = x.reshape(-1)
-    return torch.dot(x, x * m.reshape(-1)).clamp_min(0).sqrt()
+    """The ellipsoidal norm ``||x||_M = sqrt(x^T diag(m) x)`` of Eq. 8 and Theorem 1, a 0-dim tensor.
+
+    Computed on ``x / max|x|`` and scaled back, so it neither overflows (float32 entries near 1e19)
+    nor underflows for any finite ``x`` and ``m``; no host synchronisation.
+    """
+    x, scale = _scaled(x)
+    return torch.dot(x, x * m.reshape(-1).to(x.dtype)).clamp_min(0).sqrt() * scale
 
 
 def m_inv_norm(x: Tensor, m: Tensor) -> Tensor:
-    """The dual norm ``||x||_{M^-1} = sqrt(x^T diag(m)^-1 x)`` (Theorem 1), a 0-dim tensor."""
+    """The dual norm ``||x||_{M^-1} = sqrt(x^T diag(m)^-1 x)`` (Theorem 1), a 0-dim tensor; overflow-safe
+    like :func:`m_norm`."""
+    x, scale = _scaled(x)
+    return torch.dot(x, x / m.reshape(-1).to(x.dtype)).clamp_min(0).sqrt() * scale
+
+
+def _scaled(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x / s, s)`` with ``s = max|x|`` (1 for ``x = 0``), flat, in at least float32."""
     x = x.reshape(-1)
-    return torch.dot(x, x / m.reshape(-1)).clamp_min(0).sqrt()
+    x = x.to(_accumulator_dtype(x.dtype))
+    if x.numel() == 0:
+        return x, torch.ones((), dtype=x.dtype, device=x.device)
+    scale = x.abs().amax()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return x / scale, scale
 
 
 def _flat_gradient(g: Any) -> Tensor:
@@ -150,10 +168,13 @@ class _AccumulatingEllipsoid:
         g = _flat_gradient(g)
         if self.v is None:
             initial = self.eps if self.eps_mode == "authors" else 0.0
-            self.v = torch.full_like(g, initial)
+            self.v = torch.full_like(g, initial, dtype=_accumulator_dtype(g.dtype))
         elif g.numel() != self.v.numel():
             raise ValueError(f"g has {g.numel()} entries but the ellipsoid was built for {self.v.numel()}")
         self._accumulate(self.v, g.to(device=self.v.device, dtype=self.v.dtype))
+        # g_i^2 overflows for |g_i| > 1.8e19 in float32: saturate at the largest finite value so that
+        # m stays finite (m_i = sqrt(max) ~ 1.8e19 there) instead of poisoning the solver with inf
+        self.v.clamp_max_(torch.finfo(self.v.dtype).max)
         self.steps += 1
 
     def diag(self, like: Tensor | None = None) -> Tensor:
@@ -164,7 +185,8 @@ class _AccumulatingEllipsoid:
                     f"{type(self).__name__}.diag() called before any update(g); "
                     "call update(g) first or pass like= to get the empty-state value sqrt(eps)"
                 )
-            return torch.full((like.numel(),), math.sqrt(self.eps), device=like.device, dtype=like.dtype)
+            floor = max(math.sqrt(self.eps), _smallest_positive(like.dtype))  # sqrt(eps) may underflow
+            return torch.full((like.numel(),), floor, device=like.device, dtype=like.dtype)
         scale = self._scale()
         if scale != 1.0:
             out = self.v.mul(scale)
@@ -175,11 +197,16 @@ class _AccumulatingEllipsoid:
         else:
             out = self.v.clone()
         out.sqrt_()
+        if self.eps_mode == "paper" and self.eps < torch.finfo(out.dtype).tiny:
+            # eps itself underflows in this precision (v + eps == v): apply the floor sqrt(eps) directly
+            out.clamp_min_(math.sqrt(self.eps))
         # float32 underflow in "authors" mode can reach exactly 0; keep the result strictly positive.
         if self.eps_mode == "authors":
             out.clamp_min_(torch.finfo(out.dtype).tiny)
         if like is not None:
             out = out.to(device=like.device, dtype=like.dtype)
+            if out.dtype != self.v.dtype:
+                out.clamp_min_(_smallest_positive(out.dtype))  # the floor must survive the cast
         return out
 
     def state_dict(self) -> dict:
@@ -200,7 +227,8 @@ class _AccumulatingEllipsoid:
         self.eps = check_positive("eps", sd["eps"])
         self.eps_mode = check_choice("eps_mode", sd["eps_mode"], EPS_MODES)
         self.steps = int(sd["steps"])
-        self.v = None if sd["v"] is None else sd["v"].detach().clone()
+        v = sd["v"]
+        self.v = None if v is None else v.detach().to(dtype=_accumulator_dtype(v.dtype), copy=True)
         self._load_extra(sd)
 
     def _load_extra(self, sd: dict) -> None:
@@ -269,6 +297,18 @@ class RMSPropEllipsoid(_AccumulatingEllipsoid):
             f"RMSPropEllipsoid(beta={self.beta!r}, eps={self.eps!r}, eps_mode={self.eps_mode!r}, "
             f"bias_correction={self.bias_correction!r})"
         )
+
+
+def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 gradients accumulate in float32: their squares (and ``eps = 1e-10``, which
+    rounds to 0 in float16) do not survive in half precision. Other dtypes accumulate as they are."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _smallest_positive(dtype: torch.dtype) -> float:
+    """The smallest positive (subnormal) value of ``dtype``."""
+    info = torch.finfo(dtype)
+    return info.tiny * info.eps
 
 
 def _check_beta(beta: Any) -> float:

@@ -6,16 +6,39 @@ same mini-batch. The cheapest way to get them is to build the gradient once with
 graph with ``grad_outputs=v``: on the paper's 784-128-10 MLP one such product costs about 1.16
 gradients, against 3.5-4.6 for a ``torch.func`` forward-over-reverse product, which redoes the
 forward and backward passes for every vector.
+
+What these helpers do with the parameters' own machinery:
+
+* Tensor hooks registered with ``p.register_hook`` are *not* applied: a gradient or a Hessian product
+  here is the derivative of the loss, nothing else (a clipping hook would otherwise clip every
+  product ``H v`` and silently change the curvature). :func:`apply_grad_hooks` runs them once, on a
+  gradient, where the caller wants them (the optimisers: on the mini-batch gradient at ``w``).
+* Parameters with ``requires_grad=False`` raise ``ValueError`` unless ``allow_frozen=True``; then
+  they get a zero gradient and zero Hessian rows (they are constants of the loss).
+* Sparse gradients (``nn.Embedding(sparse=True)``) and complex parameters raise ``TypeError``.
+* A graph that cannot be differentiated twice (a ``torch.compile``d model) raises ``TypeError`` at the
+  first product, naming the way out: Hessian products through an uncompiled forward of the same
+  parameters (``EllipsoidalTR.step(closure, hessian_closure=...)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
-__all__ = ["HessianVectorProduct", "flat_grad", "flatten", "grad_with_graph", "make_hvp", "unflatten_like"]
+__all__ = [
+    "HessianVectorProduct",
+    "apply_grad_hooks",
+    "flat_grad",
+    "flatten",
+    "grad_with_graph",
+    "make_hvp",
+    "suspended_grad_hooks",
+    "unflatten_like",
+]
 
 
 def flatten(tensors: Iterable[Tensor]) -> Tensor:
@@ -50,16 +73,70 @@ def _check_scalar_loss(loss: Tensor) -> None:
         )
 
 
-def flat_grad(loss: Tensor, params: Sequence[Tensor], *, create_graph: bool = False) -> Tensor:
+def _differentiable(params: Sequence[Tensor], allow_frozen: bool) -> list[int]:
+    """Indices of the parameters to differentiate; checks dtypes and frozen parameters."""
+    slots = []
+    for i, p in enumerate(params):
+        if p.is_complex():
+            raise TypeError(
+                f"params[{i}] (shape {tuple(p.shape)}) is complex ({p.dtype}); trust-region steps need "
+                "real parameters: optimise the real and imaginary parts as separate real tensors "
+                "(e.g. a real parameter of shape (..., 2) and torch.view_as_complex in the forward)"
+            )
+        if p.requires_grad:
+            slots.append(i)
+        elif not allow_frozen:
+            raise ValueError(
+                f"params[{i}] (shape {tuple(p.shape)}) does not require grad; pass only trainable "
+                "parameters, or allow_frozen=True to treat it as a constant (zero gradient)"
+            )
+    return slots
+
+
+def _dense(grads: Sequence[Tensor], slots: Sequence[int], params: Sequence[Tensor]) -> None:
+    for i, g in zip(slots, grads):
+        if g.layout != torch.strided:
+            raise TypeError(
+                f"params[{i}] (shape {tuple(params[i].shape)}) has a sparse gradient ({g.layout}), e.g. "
+                "from nn.Embedding(sparse=True) or nn.EmbeddingBag(sparse=True); trust-region steps "
+                "need dense gradients and Hessian products: build the module with sparse=False"
+            )
+
+
+def _gradients(
+    loss: Tensor, params: Sequence[Tensor], create_graph: bool, allow_frozen: bool
+) -> list[Tensor]:
+    """Per-parameter gradients of the scalar ``loss`` (zeros for unused or frozen parameters),
+    with the parameters' tensor hooks suspended."""
+    slots = _differentiable(params, allow_frozen)
+    if not slots:  # every parameter frozen (allow_frozen=True): the loss is a constant
+        if loss.numel() != 1:
+            raise ValueError(f"loss must be a scalar tensor, got shape {tuple(loss.shape)}")
+        return [torch.zeros_like(p) for p in params]
+    _check_scalar_loss(loss)
+    with suspended_grad_hooks(params):
+        grads = torch.autograd.grad(
+            loss.reshape(()), [params[i] for i in slots], create_graph=create_graph, allow_unused=True,
+            materialize_grads=True,
+        )
+    _dense(grads, slots, params)
+    out = [torch.zeros_like(p) for p in params] if len(slots) < len(params) else list(grads)
+    if len(slots) < len(params):
+        for i, g in zip(slots, grads):
+            out[i] = g
+    return out
+
+
+def flat_grad(
+    loss: Tensor, params: Sequence[Tensor], *, create_graph: bool = False, allow_frozen: bool = False
+) -> Tensor:
     """The flat gradient of the scalar ``loss`` with respect to ``params`` (Algorithm 1, line 3).
 
-    Parameters the loss does not depend on get zero gradient. With ``create_graph=True`` the
-    result carries the graph that :func:`make_hvp` differentiates a second time.
+    Parameters the loss does not depend on get zero gradient, as do frozen ones with
+    ``allow_frozen=True``. Tensor hooks are not applied (module docstring). With
+    ``create_graph=True`` the result carries the graph that :func:`make_hvp` differentiates again.
     """
-    _check_scalar_loss(loss)
-    grads = torch.autograd.grad(
-        loss.reshape(()), params, create_graph=create_graph, allow_unused=True, materialize_grads=True
-    )
+    grads = _gradients(loss, params, create_graph, allow_frozen)
     return torch.cat([g.reshape(-1) for g in grads])
 
 
@@ -95,6 +172,7 @@ class HessianVectorProduct:
             ref = self.params[0]
         self._numel = numel
         self._dtype, self._device = ref.dtype, ref.device
+        self._inputs = [i for i, p in enumerate(self.params) if p.requires_grad]
         self.calls = 0
 
     def __call__(self, v: Tensor) -> Tensor:
@@ -108,26 +186,95 @@ class HessianVectorProduct:
         else:
             views = unflatten_like(v, self.params)
             grad_outputs = [views[i] for i in self._slots]
-        parts = torch.autograd.grad(
-            self._outputs,
-            self.params,
-            grad_outputs=grad_outputs,
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
+        inputs = [self.params[i] for i in self._inputs]
+        try:
+            with suspended_grad_hooks(inputs):
+                parts = torch.autograd.grad(
+                    self._outputs,
+                    inputs,
+                    grad_outputs=grad_outputs,
+                    retain_graph=True,
+                    allow_unused=True,
+                    materialize_grads=True,
+                )
+        except RuntimeError as err:
+            if "double backward" in str(err):
+                raise TypeError(
+                    "Hessian-vector products need a second backward through the loss's graph, which "
+                    f"this graph does not support ({err}); a torch.compile'd model cannot be "
+                    "differentiated twice: compute the Hessian products through the uncompiled model "
+                    "(EllipsoidalTR.step(closure, hessian_closure=lambda: loss_fn(model(x), y)) with "
+                    "`model` the module before torch.compile; it shares the parameters)"
+                ) from err
+            raise
+        if len(inputs) < len(self.params):
+            full = [torch.zeros_like(p) for p in self.params]
+            for i, part in zip(self._inputs, parts):
+                full[i] = part
+            parts = full
         return torch.cat([p.reshape(-1) for p in parts])
 
 
-def grad_with_graph(loss: Tensor, params: Sequence[Tensor]) -> tuple[Tensor, HessianVectorProduct]:
+def grad_with_graph(
+    loss: Tensor, params: Sequence[Tensor], *, allow_frozen: bool = False
+) -> tuple[Tensor, HessianVectorProduct]:
     """The detached flat gradient of ``loss`` and the Hessian-vector product of its graph, from one
-    ``create_graph`` backward (Algorithm 1, line 3: ``g_t`` and ``B_t v`` on the same batch)."""
-    _check_scalar_loss(loss)
-    grads = torch.autograd.grad(
-        loss.reshape(()), params, create_graph=True, allow_unused=True, materialize_grads=True
-    )
+    ``create_graph`` backward (Algorithm 1, line 3: ``g_t`` and ``B_t v`` on the same batch).
+    Tensor hooks are not applied to either (module docstring)."""
+    grads = _gradients(loss, params, True, allow_frozen)
     flat = torch.cat([g.detach().reshape(-1) for g in grads])
     return flat, HessianVectorProduct(grads, params)
+
+
+@contextmanager
+def suspended_grad_hooks(params: Iterable[Tensor]) -> Iterator[None]:
+    """Within the block, tensor hooks registered with ``p.register_hook`` do not fire for ``params``.
+
+    They are detached from the tensors and put back afterwards (hooks registered inside the block are
+    kept too). Thread-local in effect only if no other thread differentiates the same tensors.
+    """
+    saved = []
+    for p in params:
+        hooks = getattr(p, "_backward_hooks", None)
+        if hooks:
+            saved.append((p, hooks))
+            p._backward_hooks = None
+    try:
+        yield
+    finally:
+        for p, hooks in saved:
+            added = p._backward_hooks
+            if added:
+                hooks.update(added)
+            p._backward_hooks = hooks
+
+
+@torch.no_grad()
+def apply_grad_hooks(params: Sequence[Tensor], flat: Tensor) -> bool:
+    """Run each parameter's ``register_hook`` hooks, in registration order, on its slice of the flat
+    gradient ``flat`` (in place; a hook's non-``None`` return value replaces the gradient, as in
+    autograd). Returns whether any hook ran. Shapes: ``flat`` is ``(sum numel,)``."""
+    views = unflatten_like(flat, params)
+    ran = False
+    for i, (p, view) in enumerate(zip(params, views)):
+        hooks = getattr(p, "_backward_hooks", None)
+        if not hooks:
+            continue
+        grad = view
+        for hook in list(hooks.values()):
+            out = hook(grad)
+            if out is not None:
+                grad = out
+        if grad is not view:
+            if not isinstance(grad, Tensor) or grad.shape != view.shape:
+                got = tuple(grad.shape) if isinstance(grad, Tensor) else type(grad).__name__
+                raise ValueError(
+                    f"a gradient hook of params[{i}] returned {got}, expected a tensor of shape "
+                    f"{tuple(view.shape)}"
+                )
+            view.copy_(grad)
+        ran = True
+    return ran
 
 
 def make_hvp(

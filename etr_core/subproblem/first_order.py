@@ -13,7 +13,6 @@ from etr_core.subproblem._common import (
     check_hvp,
     diagonal_like,
     flat_vector,
-    initial_scalars,
     read_hvp,
     trivial_result,
 )
@@ -25,6 +24,7 @@ from etr_core.subproblem.result import (
     EXIT_ZERO_GRADIENT,
     SubproblemResult,
 )
+from etr_core.subproblem.scaling import rescale_result, setup
 
 __all__ = ["cauchy_point", "first_order_tr_step"]
 
@@ -40,24 +40,28 @@ def first_order_tr_step(g: Tensor, m: Tensor, radius: float) -> SubproblemResult
     g = flat_vector("g", g)
     radius = check_positive("radius", radius)
     m = diagonal_like(m, g)
-    neg_inv_m, gg, gMg, _ = initial_scalars(g, m)
+    # float16/bfloat16 run in float32, g scaled by a power of two when g^T g would overflow or
+    # underflow (the step is scale invariant), the radius capped at a dtype-safe value
+    problem, neg_inv_m, gg, gMg, _ = setup(g, None, m, radius)
     if not (math.isfinite(gg) and math.isfinite(gMg)):
         return trivial_result(g, EXIT_NONFINITE, False)
-    if gg == 0.0 or gMg == 0.0:  # gMg underflows to 0 for denormal gradients: no usable direction
+    if gg == 0.0 or gMg == 0.0:
         return trivial_result(g, EXIT_ZERO_GRADIENT, False)
+    radius = problem.radius
     dual = math.sqrt(gMg)
-    step = g * neg_inv_m
+    step = problem.g * neg_inv_m
     step.mul_(radius / dual)
-    return SubproblemResult(
+    result = SubproblemResult(
         step=step,
         pred_reduction=radius * dual,
         exit=EXIT_BOUNDARY,
         iterations=0,
         hvp_calls=0,
-        step_m_norm=float(torch.dot(step, step * m).sqrt()),
+        step_m_norm=float(torch.dot(step, step * problem.m).sqrt()),
         multiplier=dual / radius,
         on_boundary=True,
     )
+    return rescale_result(result, problem.scale, problem.out_dtype)
 
 
 def cauchy_point(g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor, radius: float) -> SubproblemResult:
@@ -66,19 +70,20 @@ def cauchy_point(g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor, radius: 
     The preconditioned Cauchy point: the benchmark decrease every TR subproblem solver must match
     (appendix B.2); it equals the first Steihaug-Toint PCG iterate. Costs one Hessian-vector product.
     """
-    g = flat_vector("g", g)
+    g_in = flat_vector("g", g)
     hvp = check_hvp(hvp)
     radius = check_positive("radius", radius)
-    m = diagonal_like(m, g)
-    neg_inv_m, gg, gMg, _ = initial_scalars(g, m)
+    m = diagonal_like(m, g_in)
+    problem, neg_inv_m, gg, gMg, _ = setup(g_in, hvp, m, radius)
     if not (math.isfinite(gg) and math.isfinite(gMg)):
-        return trivial_result(g, EXIT_NONFINITE, False)
-    if gg == 0.0 or gMg == 0.0:  # gMg underflows to 0 for denormal gradients: no usable direction
-        return trivial_result(g, EXIT_ZERO_GRADIENT, False)
+        return trivial_result(g_in, EXIT_NONFINITE, False)
+    if gg == 0.0 or gMg == 0.0:
+        return trivial_result(g_in, EXIT_ZERO_GRADIENT, False)
+    g, hvp, m, radius = problem.g, problem.hvp, problem.m, problem.radius
     p = g * neg_inv_m                       # -M^-1 g; ||p||_M = ||g||_{M^-1}
     curv = float(torch.dot(p, read_hvp(hvp, p)))
     if not math.isfinite(curv):
-        out = trivial_result(g, EXIT_NONFINITE, False)
+        out = trivial_result(g_in, EXIT_NONFINITE, False)
         out.hvp_calls = 1
         return out
     t_max = radius / math.sqrt(gMg)
@@ -91,7 +96,7 @@ def cauchy_point(g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor, radius: 
     if not (math.isfinite(pred) and pred >= 0.0):
         reason, exit_reason = exit_reason, EXIT_MODEL_INCREASE
     step = p.mul_(t)
-    return SubproblemResult(
+    result = SubproblemResult(
         step=step,
         pred_reduction=pred,
         exit=exit_reason,
@@ -101,3 +106,4 @@ def cauchy_point(g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor, radius: 
         on_boundary=on_boundary,
         reason=reason,
     )
+    return rescale_result(result, problem.scale, problem.out_dtype)

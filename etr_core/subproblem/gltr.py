@@ -38,9 +38,7 @@ from etr_core.subproblem._common import (
     check_solver_options,
     diagonal_like,
     flat_vector,
-    initial_scalars,
     read_hvp,
-    stop_tolerance,
     trivial_result,
 )
 from etr_core.subproblem.exact import eigenvector_sign, solve_in_eigenbasis
@@ -54,6 +52,7 @@ from etr_core.subproblem.result import (
     EXIT_ZERO_GRADIENT,
     SubproblemResult,
 )
+from etr_core.subproblem.scaling import rescale_result, setup, true_tolerance
 
 __all__ = ["gltr"]
 
@@ -75,8 +74,11 @@ class _Tridiagonal:
         else:
             lam, V = eigh_tridiagonal(np.array(self.diag), np.array(self.off[: k - 1]))
         a = self.g_hat * V[0, :]
-        coeff, shift, _, _ = solve_in_eigenbasis(lam, a, self.radius, max_iter=200, tol=1e-12,
-                                                 first_sign=eigenvector_sign(V[:, 0]))
+        # a positive denormal eigenvalue makes the interior guess -a/lam overflow to inf, which the
+        # eigenbasis solve rejects in favour of the boundary: correct, so not worth a warning
+        with np.errstate(over="ignore"):
+            coeff, shift, _, _ = solve_in_eigenbasis(lam, a, self.radius, max_iter=200, tol=1e-12,
+                                                     first_sign=eigenvector_sign(V[:, 0]))
         change = float(a @ coeff + 0.5 * np.sum(lam * coeff * coeff))
         return torch.from_numpy(V @ coeff), float(shift), change
 
@@ -112,13 +114,24 @@ def gltr(
     check_choice("root", root, ("positive", "best"))
     m = diagonal_like(m, g)
 
-    neg_inv_m, gg, gamma, _ = initial_scalars(g, m)
+    # float16/bfloat16 run in float32; g (and B) scaled by a power of two when g^T g would overflow or
+    # underflow; the radius capped at a dtype-safe value (see etr_core.subproblem.scaling)
+    problem, neg_inv_m, gg, gamma, _ = setup(g, hvp, m, radius)
     if not (math.isfinite(gg) and math.isfinite(gamma)):
         return trivial_result(g, EXIT_NONFINITE, record)
-    if gg == 0.0 or gamma == 0.0:  # gamma underflows for denormal gradients
+    if gg == 0.0 or gamma == 0.0:
         return trivial_result(g, EXIT_ZERO_GRADIENT, record)
+    tol = true_tolerance(gg, gamma, problem.scale, kappa, theta, residual_norm)
+    result = _iterate(problem.g, problem.hvp, problem.radius, problem.m, neg_inv_m, gamma,
+                      max_iter=max_iter, residual_norm=residual_norm, record=record, tol=tol)
+    return rescale_result(result, problem.scale, problem.out_dtype)
 
-    tol = stop_tolerance(gg, gamma, kappa, theta, residual_norm)
+
+def _iterate(
+    g: Tensor, hvp: Callable[[Tensor], Tensor], radius: float, m: Tensor, neg_inv_m: Tensor, gamma: float,
+    *, max_iter: int, residual_norm: str, record: bool, tol: float,
+) -> SubproblemResult:
+    """The CG/Lanczos iterations on the (scaled) problem."""
     radius_sq = radius * radius
     tri = _Tridiagonal(math.sqrt(gamma), radius)
 
@@ -159,8 +172,9 @@ def gltr(
             return _nonfinite(g, hvp_calls, iterations, history)
         tri.diag.append(curv / gamma + previous)
 
-        if curv == 0.0:
-            # CG breaks down (alpha infinite); the Krylov problem of the current size is still exact.
+        if curv == 0.0 or not math.isfinite(gamma / curv):
+            # CG breaks down (alpha infinite, also for a positive denormal curvature); the Krylov
+            # problem of the current size is still exact.
             h, lam, change = tri.solve()
             interior = False
             exit_reason = EXIT_NEGATIVE_CURVATURE
@@ -170,7 +184,7 @@ def gltr(
         alpha = gamma / curv
         if interior:
             sMs_next = sMs + 2.0 * alpha * sMp + alpha * alpha * pMp
-            if curv < 0.0 or sMs_next >= radius_sq:
+            if curv < 0.0 or not sMs_next < radius_sq:
                 interior = False
             else:
                 s.add_(p, alpha=alpha)

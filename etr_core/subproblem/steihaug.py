@@ -30,9 +30,7 @@ from etr_core.subproblem._common import (
     check_solver_options,
     diagonal_like,
     flat_vector,
-    initial_scalars,
     read_hvp,
-    stop_tolerance,
     trivial_result,
 )
 from etr_core.subproblem.boundary import boundary_roots
@@ -46,6 +44,7 @@ from etr_core.subproblem.result import (
     EXIT_ZERO_GRADIENT,
     SubproblemResult,
 )
+from etr_core.subproblem.scaling import rescale_result, setup, true_tolerance
 
 __all__ = ["STOP_RULES", "steihaug_toint_pcg"]
 
@@ -96,15 +95,30 @@ def steihaug_toint_pcg(
     check_choice("root", root, ROOTS)
     m = diagonal_like(m, g)
 
-    p = torch.empty_like(g)
-    neg_inv_m, gg, gamma, _ = initial_scalars(g, m, p0=p)   # p_0 = -M^-1 g
+    # float16/bfloat16 run in float32; g (and B) scaled by a power of two when g^T g would overflow or
+    # underflow; the radius capped at a dtype-safe value (see etr_core.subproblem.scaling)
+    problem, neg_inv_m, gg, gamma, p = setup(g, hvp, m, radius, with_p0=True)   # p_0 = -M^-1 g
     if not (math.isfinite(gg) and math.isfinite(gamma)):
         return trivial_result(g, EXIT_NONFINITE, record)
-    if gg == 0.0 or gamma == 0.0:  # gamma underflows for denormal gradients
+    if gg == 0.0 or gamma == 0.0:
         return trivial_result(g, EXIT_ZERO_GRADIENT, record)
+    scale = problem.scale
+    tol = true_tolerance(gg, gamma, scale, kappa, theta, residual_norm)
+    decrease_tol = min(math.sqrt(math.sqrt(gg)) / math.sqrt(scale), kappa)
+    result = _iterate(
+        problem.g, problem.hvp, problem.radius, problem.m, neg_inv_m, gg, gamma, p,
+        max_iter=max_iter, stop_rule=stop_rule, residual_norm=residual_norm, root=root, record=record,
+        tol=tol, decrease_tol=decrease_tol,
+    )
+    return rescale_result(result, scale, problem.out_dtype)
 
-    tol = stop_tolerance(gg, gamma, kappa, theta, residual_norm)
-    decrease_tol = min(math.sqrt(math.sqrt(gg)), kappa)
+
+def _iterate(
+    g: Tensor, hvp: Callable[[Tensor], Tensor], radius: float, m: Tensor, neg_inv_m: Tensor, gg: float,
+    gamma: float, p: Tensor, *, max_iter: int, stop_rule: str, residual_norm: str, root: str,
+    record: bool, tol: float, decrease_tol: float,
+) -> SubproblemResult:
+    """The PCG iterations on the (scaled) problem, from ``p = -M^-1 g``."""
     radius_sq = radius * radius
 
     s = torch.zeros_like(g)
@@ -160,9 +174,9 @@ def steihaug_toint_pcg(
                 history.append(_record(iterations, change, s, m, None, curv, None))
             break
 
-        alpha = gamma / curv
-        sMs_next = sMs + 2.0 * alpha * sMp + alpha * alpha * pMp
-        if sMs_next >= radius_sq:
+        alpha = gamma / curv   # inf for a positive but denormal curvature: then the step leaves
+        sMs_next = sMs + 2.0 * alpha * sMp + alpha * alpha * pMp   # the region (inf * 0 = NaN here)
+        if not (math.isfinite(alpha) and sMs_next < radius_sq):
             tau, piece = _to_boundary(r, p, curv, sMs, sMp, pMp, radius, "positive")
             s.add_(p, alpha=tau)
             change += piece
@@ -190,6 +204,9 @@ def steihaug_toint_pcg(
         if history is not None:
             history.append(_record(iterations, change, s, m, res_norm, curv, alpha))
 
+        if gamma_next == 0.0:   # r = 0 exactly: the interior minimiser
+            exit_reason = EXIT_CONVERGED
+            break
         if stop_rule == "residual":
             if res_norm <= tol:
                 exit_reason = EXIT_CONVERGED

@@ -119,8 +119,10 @@ def test_cauchy_point_zero_gradient_and_nan_hvp():
     assert bad.exit == "nonfinite" and bool((bad.step == 0).all()) and bad.pred_reduction == 0.0
 
 
-def test_denormal_gradient_whose_dual_norm_underflows_is_a_zero_gradient_exit() -> None:
-    """A gradient of denormal size: ||g||^2 > 0 may hold while g^T M^-1 g underflows to 0."""
+def test_denormal_gradient_whose_dual_norm_underflows_is_scaled() -> None:
+    """A gradient of denormal size: g^T M^-1 g underflows to 0 in float64, but the Theorem 1 step is
+    scale invariant: s = -radius M^-1 g / ||g||_{M^-1} = (-1e-5, 0), predicted decrease
+    radius ||g||_{M^-1} = 1e-165."""
     import torch
 
     from etr_core.subproblem import first_order_tr_step
@@ -128,5 +130,7 @@ def test_denormal_gradient_whose_dual_norm_underflows_is_a_zero_gradient_exit() 
     g = torch.tensor([1e-160, 0.0], dtype=torch.float64)
     m = torch.tensor([1e10, 1.0], dtype=torch.float64)
     result = first_order_tr_step(g, m, 1.0)
-    assert result.exit == "zero_gradient"
-    assert torch.all(result.step == 0)
+    assert result.exit == "boundary"
+    assert result.step[0].item() == pytest.approx(-1e-5, rel=1e-12)
+    assert result.step[1].item() == 0.0
+    assert result.pred_reduction == pytest.approx(1e-165, rel=1e-12)
