@@ -222,7 +222,8 @@ def train_checkpoints(
             raise ValueError(
                 f"start checkpoint at step {start.step} is after the first wanted step {wanted[0]}"
             )
-        torch.nn.utils.vector_to_parameters(start.params.to(device=device, dtype=dtype), params)
+        # vector_to_parameters makes the parameters views of the vector: give it a copy
+        torch.nn.utils.vector_to_parameters(start.params.to(device=device, dtype=dtype, copy=True), params)
         optimizer.load_state_dict(copy.deepcopy(start.optimizer_state))
         gen.set_state(start.generator_state)
         step = start.step
@@ -263,7 +264,7 @@ def snapshot_at(
     """
     check_hessian_size(int(params.numel()), max_params)
     model = make_mlp(sizes, activation, 0, params.device, params.dtype)
-    torch.nn.utils.vector_to_parameters(params, model.parameters())
+    torch.nn.utils.vector_to_parameters(params.clone(), model.parameters())
     H = exact_hessian(model, hx.to(params.dtype), hy, max_params=max_params, chunk_size=chunk_size)
     matrix = H.matrix
     if not math.isfinite(H.loss) or not math.isfinite(float(matrix.sum(dtype=torch.float64))):
