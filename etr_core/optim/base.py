@@ -10,9 +10,11 @@ import torch
 from torch import Tensor
 
 from etr_core import distributed as etr_dist
-from etr_core.hvp import HessianVectorProduct, flat_grad, grad_with_graph, unflatten_like
+from etr_core.hvp import HessianVectorProduct, apply_grad_hooks, flat_grad, grad_with_graph, unflatten_like
 from etr_core.optim.records import _NAN, Closure, StepRecord, _Prepared
 from etr_core.optim.state import _TRState
+from etr_core.step_support import cap_radius
+from etr_core.subproblem.scaling import safe_norm
 from etr_core.trust_region import classify_step, reduction_ratio, update_radius
 
 
@@ -20,8 +22,13 @@ class _TrustRegionBase(_TRState):
     """Shared loop of Algorithm 1; subclasses supply the step proposal."""
 
     def _evaluate(self, closure: Closure, *, grad_enabled: bool) -> Tensor:
+        guard = self.__dict__.get("_guard")  # one random state, one buffer update per step (step_guard)
+        if guard is not None:
+            guard.before_call(trial=not grad_enabled)
         with torch.set_grad_enabled(grad_enabled):
             loss = closure()
+        if guard is not None:
+            guard.after_call(trial=not grad_enabled)
         self.counters["forward"] += 1
         if not isinstance(loss, Tensor):
             raise TypeError(f"closure must return the loss as a tensor, got {type(loss).__name__}")
@@ -56,6 +63,9 @@ class _TrustRegionBase(_TRState):
     @torch.no_grad()
     def _restore_params(self) -> None:
         torch._foreach_copy_(self._params, self._saved_views)
+        guard = self.__dict__.get("_guard")
+        if guard is not None:
+            guard.rejected()  # the rejected trial's buffer updates leave no trace
 
     @torch.no_grad()
     def _add_step(self, s: Tensor) -> None:
@@ -73,13 +83,16 @@ class _TrustRegionBase(_TRState):
         f = self._mean_float(loss)
         if not math.isfinite(f):
             return loss, f, None, None
+        # frozen parameters (requires_grad=False) count as constants: zero gradient, never moved
         if create_graph:
-            g, hvp = grad_with_graph(loss, self._params)
+            g, hvp = grad_with_graph(loss, self._params, allow_frozen=True)
         else:
-            g, hvp = flat_grad(loss, self._params), None
+            g, hvp = flat_grad(loss, self._params, allow_frozen=True), None
         self.counters["backward"] += 1
+        apply_grad_hooks(self._params, g)  # p.register_hook hooks: once, on g at w (step_support)
         if self.distributed:
             g = etr_dist.all_reduce_mean(g)  # g is a fresh tensor: reduce in place
+        self._step_grad = g  # left in p.grad after the step
         return loss, f, g, hvp
 
     def _no_move(
@@ -130,7 +143,7 @@ class _TrustRegionBase(_TRState):
         if g is None:
             self._finish(self._no_move(loss, _NAN, "nonfinite", "nonfinite_loss", False))
             return loss_t, None
-        grad_norm = float(torch.linalg.vector_norm(g))
+        grad_norm = safe_norm(g)  # no overflow for finite entries (float32 norms above 1.8e19)
         if not math.isfinite(grad_norm):
             self._finish(self._no_move(loss, grad_norm, "nonfinite", "nonfinite_gradient", False))
             return loss_t, None
@@ -138,6 +151,7 @@ class _TrustRegionBase(_TRState):
         if grad_norm == 0.0:
             self._finish(self._no_move(loss, 0.0, "zero_gradient", None, updated))
             return loss_t, None
+        cap_radius(self, g.dtype)
         return loss_t, _Prepared(loss, g, hvp, grad_norm, updated, self._ell.diag(like=g))
 
     def _update_ellipsoid(self, g: Tensor) -> bool:

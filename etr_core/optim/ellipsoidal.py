@@ -15,6 +15,7 @@ from etr_core.hvp import HessianVectorProduct, grad_with_graph
 from etr_core.optim.base import _TrustRegionBase
 from etr_core.optim.options import ELLIPSOIDAL_OPTIONS, build_config, defaults_for
 from etr_core.optim.records import _NAN, Closure, StepRecord
+from etr_core.step_support import guarded_step, hvp_fallback
 from etr_core.subproblem import solve_subproblem
 
 __all__ = ["EllipsoidalTR"]
@@ -114,6 +115,7 @@ class EllipsoidalTR(_TrustRegionBase):
             root=c.root,
         )
 
+    @guarded_step
     def step(self, closure: Closure, hessian_closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         """One iteration of Algorithm 1 on the closure's batch; returns the loss at ``w``."""
         if hessian_closure is not None and not callable(hessian_closure):
@@ -126,9 +128,10 @@ class EllipsoidalTR(_TrustRegionBase):
         if hessian_closure is not None:
             h_loss = self._evaluate(hessian_closure, grad_enabled=True)
             self._check_no_backward()
-            _, local_hvp = grad_with_graph(h_loss, self._params)
+            _, local_hvp = grad_with_graph(h_loss, self._params, allow_frozen=True)
             self.counters["backward"] += 1
         result = self._solve(g, self._reduced(local_hvp), m)
+        result = hvp_fallback(self, g, m, result)  # NaN/Inf curvature: Theorem 1's step instead
         del local_hvp  # frees the retained graph before the trial evaluation
         record = self._conclude(closure, loss, grad_norm, updated, result)
         self._finish(record)

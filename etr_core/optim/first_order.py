@@ -15,6 +15,7 @@ from etr_core.ellipsoids import m_inv_norm
 from etr_core.optim.base import _TrustRegionBase
 from etr_core.optim.options import FIRST_ORDER_OPTIONS, build_config, defaults_for
 from etr_core.optim.records import Closure
+from etr_core.step_support import cap_radius, guarded_step
 from etr_core.subproblem import first_order_tr_step
 
 __all__ = ["FirstOrderTR"]
@@ -92,6 +93,7 @@ class FirstOrderTR(_TrustRegionBase):
         """The step size eta for ``radius_rule="eta"``; for "tr" the scale of the radius cap."""
         return self._resolve().lr
 
+    @guarded_step
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
         """One first-order TR iteration on the closure's batch; returns the loss at ``w``."""
         loss_t, prep = self._begin_step(closure, create_graph=False)
@@ -107,6 +109,7 @@ class FirstOrderTR(_TrustRegionBase):
                 self._finish(self._no_move(loss, grad_norm, exit_, fault, updated))
                 return loss_t
             self.radius = radius
+            cap_radius(self, g.dtype)
         result = first_order_tr_step(g, m, self.radius)
         pred = float(result.pred_reduction)
         outcome = self._judge(closure, loss, result.step, pred, forced=forced)

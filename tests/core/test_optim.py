@@ -260,20 +260,29 @@ def test_nonfinite_trial_loss_rejects_restores_and_shrinks():
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
-def test_nonfinite_hessian_products_reject_without_trial():
+def test_nonfinite_hessian_products_fall_back_to_the_first_order_step():
+    """NaN curvature with a finite gradient: the step is Theorem 1's s = -radius M^-1 g / ||g||_{M^-1}
+    in the same (RMS) ellipsoid, judged by a trial evaluation like any step; warned once."""
     model, X, y = _mlp_task(seed=10)
     opt = EllipsoidalTR(model.parameters(), ellipsoid="rms", radius=0.2)
     before = _params_copy(model)
-    with pytest.warns(RuntimeWarning, match="nonfinite_hvp"):
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(
+        nn.functional.cross_entropy(model(X), y), list(model.parameters()))])
+    m = torch.sqrt(0.2 * g * g + 1e-10)  # RMS ellipsoid after one update, beta = 0.8
+    s = -0.2 * (g / m) / torch.sqrt(torch.dot(g, g / m))
+    with pytest.warns(RuntimeWarning, match="Hessian-vector product was NaN/Inf"):
         opt.step(
             lambda: nn.functional.cross_entropy(model(X), y),
             hessian_closure=lambda: nn.functional.cross_entropy(model(X), y) * float("nan"),
         )
     rec = opt.last_step
-    assert rec.exit == "nonfinite" and rec.fault == "nonfinite_hvp" and not rec.accepted
-    assert rec.radius_after == pytest.approx(0.2 / 1.75)
-    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
-    assert opt.counters["forward"] == 2 and opt.counters["backward"] == 2  # no trial evaluation
+    assert rec.exit == "hvp_fallback" and rec.fault is None and opt.fault_counts["hvp_fallback"] == 1
+    assert rec.pred_reduction == pytest.approx(0.2 * float(torch.sqrt(torch.dot(g, g / m))), rel=1e-5)
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    start = torch.cat([b.reshape(-1) for b in before])
+    expected = s if rec.accepted else torch.zeros_like(s)
+    torch.testing.assert_close(after - start, expected, rtol=1e-4, atol=1e-6)
+    assert opt.counters["forward"] == 3 and opt.counters["backward"] == 2  # w, Hessian batch, trial
 
 
 def test_zero_gradient_records_no_move():
