@@ -103,6 +103,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: torch.device | str = 
     path = Path(path)
     if path.stat().st_size == 0:
         raise CheckpointError(path, "the file is empty (the process writing it was stopped?)")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise CheckpointError(path, "truncated or damaged: not a torch checkpoint archive")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

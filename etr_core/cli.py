@@ -6,7 +6,10 @@ grid-searched step size, several seeds) and writes a summary table; ``etr plot``
 figures from run folders; ``etr download`` fetches a dataset for machines with internet access;
 ``etr hessian`` runs the Hessian-structure experiment (Figs. 2 and 6).
 
-Every argument is checked before any work starts; a bad one exits with code 2 and a message.
+Every argument is checked before any work starts. Every user error (a bad flag, path, permission,
+data file or checkpoint, a full disk, a run folder in use) prints one line on stderr and exits with
+status 2 (:func:`etr_core.errors.user_message` gives the app the same sentence); ``--debug``
+anywhere on the command line shows the traceback instead. Warnings print as one line each.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from etr_core.data import DATASET_NAMES, FILE_DATASETS
+from etr_core.errors import one_line, user_message
 from etr_core.models import MODEL_DESCRIPTIONS, MODEL_NAMES
 from etr_core.training import METHODS
 
@@ -51,6 +57,13 @@ examples:
   etr plot runs/cmp --out figures          # every run folder found under runs/cmp
   etr plot runs/a runs/b --x backprops --out figures
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``etr train: error: ...`` (usage is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -258,22 +271,93 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # -- etr train ---------------------------------------------------------------------------------------------
 
 
+# Flags of `etr train` and the configuration field each one sets; on --resume the budget flags extend
+# the run, the cadence/placement flags apply as recorded changes, and any other flag that differs from
+# the saved configuration is refused (never silently ignored).
+_BUDGET_FLAGS = {"max_steps": "--max-steps", "max_epochs": "--max-epochs", "max_seconds": "--max-seconds"}
+_CHANGEABLE_FLAGS = {
+    "eval_every": ("eval_every", "--eval-every"),
+    "checkpoint_every": ("checkpoint_every", "--checkpoint-every"),
+    "device": ("device", "--device"),
+    "threads": ("num_threads", "--threads"),
+    "data_root": ("data_root", "--data-root"),
+}
+_FIXED_FLAGS = {
+    "method": ("method", "--method"),
+    "seed": ("seed", "--seed"),
+    "batch_size": ("batch_size", "--batch-size"),
+    "lr": ("lr", "--lr"),
+    "preset": ("preset", "--preset"),
+    "tr_option": ("tr_options", "--tr-option"),
+    "dataset": ("dataset", "--dataset"),
+    "model": ("model", "--model"),
+    "max_train": ("data_options", "--max-train"),
+    "dtype": ("dtype", "--dtype"),
+}
+
+
+def _given_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> set[str]:
+    """Destinations of the options the user typed after the command (defaults excluded)."""
+    command = getattr(args, "command", None)
+    if command not in argv:
+        return set()
+    rest = list(argv[argv.index(command) + 1 :])
+    actions = [a for a in parser._actions if a.dest != "help"]
+    saved = [(a, a.default, a.required) for a in actions]
+    try:
+        for a in actions:
+            a.default, a.required = argparse.SUPPRESS, False
+        given, _ = parser.parse_known_args(rest, argparse.Namespace())
+    finally:
+        for a, default, required in saved:
+            a.default, a.required = default, required
+    return {a.dest for a in actions if hasattr(given, a.dest)}
+
+
+def _flag_value(dest: str, args: argparse.Namespace, saved: dict[str, Any], parser) -> Any:
+    if dest == "tr_option":
+        return {**(saved.get("tr_options") or {}), **_key_values(args.tr_option, "--tr-option", parser)}
+    if dest == "max_train":
+        return {**(saved.get("data_options") or {}), "max_train": args.max_train}
+    return getattr(args, dest)
+
+
 def _resumed_config(run_dir: Path, args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """The configuration saved in ``run_dir``; budget flags given on the command line extend it."""
-    from etr_core.results import CHECKPOINT_FILE, load_run
+    """The configuration saved in ``run_dir`` with the changes the typed flags ask for.
+
+    Budget flags extend the run and cadence/placement flags apply (both recorded in config.json by
+    the trainer); a flag that would change the run itself (method, batch size, step size, data,
+    ...) is refused with exit 2, naming each one, unless it repeats the saved value.
+    """
+    from etr_core.results import load_run
     from etr_core.training import TrainConfig
 
     try:
         saved = load_run(run_dir).config
     except FileNotFoundError as exc:
         parser.error(f"--resume {run_dir}: {exc}")
-    if not (run_dir / CHECKPOINT_FILE).exists():
-        parser.error(f"--resume {run_dir}: the run folder has no checkpoint ({CHECKPOINT_FILE}) to continue")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in saved.items() if k in fields}
-    for key in ("max_steps", "max_epochs", "max_seconds"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
+    given = getattr(args, "given_flags", set())
+    for dest in given & set(_BUDGET_FLAGS):
+        values[dest] = getattr(args, dest)
+    for dest in given & set(_CHANGEABLE_FLAGS):
+        values[_CHANGEABLE_FLAGS[dest][0]] = getattr(args, dest)
+    conflicts = []
+    for dest in sorted(given & set(_FIXED_FLAGS)):
+        field, flag = _FIXED_FLAGS[dest]
+        wanted = _flag_value(dest, args, saved, parser)
+        resolved = saved.get(f"{field}_resolved") if field in ("batch_size", "lr") else None
+        if wanted != saved.get(field) and (resolved is None or wanted != resolved):
+            have = saved.get(field) if resolved is None else resolved
+            conflicts.append(f"{flag} (run has {have!r}, flag asks {wanted!r})")
+    if conflicts:
+        changeable = [*_BUDGET_FLAGS.values(), *(flag for _, flag in _CHANGEABLE_FLAGS.values())]
+        parser.error(
+            f"--resume {run_dir}: a resumed run keeps its settings; these flags would change it: "
+            f"{', '.join(conflicts)}. Drop them, or start a new run in another folder (--out). Flags that "
+            f"may change on resume: {', '.join(changeable)}"
+        )
     try:
         return TrainConfig.from_dict(values)
     except (ValueError, TypeError) as exc:
@@ -281,13 +365,18 @@ def _resumed_config(run_dir: Path, args: argparse.Namespace, parser: argparse.Ar
 
 
 def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from etr_core.results import CHECKPOINT_FILE
+    from etr_core.results import run_state
     from etr_core.training import TrainConfig, train
 
-    if isinstance(args.resume, str):  # etr train --resume RUN_DIR: everything comes from the run folder
-        if args.out and Path(args.out) != Path(args.resume):
-            parser.error(f"--resume {args.resume} and --out {args.out} name different folders; give one")
-        out = Path(args.resume)
+    if isinstance(args.resume, str) and args.out and Path(args.out) != Path(args.resume):
+        parser.error(f"--resume {args.resume} and --out {args.out} name different folders; give one")
+    if isinstance(args.resume, str) or (args.resume and args.out):
+        # etr train --resume RUN_DIR (or --resume --out RUN_DIR): the configuration comes from the folder
+        out = Path(args.resume if isinstance(args.resume, str) else args.out)
+        if run_state(out) == "empty":
+            if isinstance(args.resume, str):
+                parser.error(f"--resume {out}: {out} is not a run folder: config.json is missing")
+            parser.error(f"--resume: {out} has no checkpoint to continue from (is --out right?)")
         config = _resumed_config(out, args, parser)
     else:
         try:
@@ -307,20 +396,17 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             if args.out
             else Path("runs") / f"{config.dataset}-{config.model}-{config.method}-s{config.seed}"
         )
-        if args.resume and not (out / CHECKPOINT_FILE).exists():
+        state = run_state(out)
+        if args.resume and state == "empty":
             parser.error(f"--resume: {out} has no checkpoint to continue from (is --out right?)")
-    if (out / "config.json").exists() and not args.resume:
-        parser.error(f"{out} already holds a run: add --resume to continue it, or choose another --out")
-    _check_data(config, parser)
+        if state in ("resumable", "finished") and not args.resume:
+            parser.error(f"{out} already holds a run: add --resume to continue it, or choose another --out")
     main = _is_main_process()
     callbacks = [_progress(config, config.method, args.no_progress or not main)]
     try:
-        result = train(config, callbacks=callbacks, run_dir=out, resume=args.resume)
+        result = train(config, callbacks=callbacks, run_dir=out, resume=bool(args.resume))
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue from the last checkpoint with: etr train ... --out {out} --resume",
-            file=sys.stderr,
-        )
+        print(f"\ninterrupted; continue from the last checkpoint: etr train --resume {out}", file=sys.stderr)
         return 130
     if main:
         s = result.summary
@@ -502,29 +588,44 @@ def write_compare_summary(out: Path, targets: Sequence[float] = (0.1, 0.03, 0.01
 
 
 def _reconstructions(runs, n_images: int = 8):
-    """Originals and per-method reconstructions of autoencoder runs (paper Fig. 11), or None."""
-    import torch
+    """Originals and per-method reconstructions of autoencoder runs (paper Fig. 11), or None.
 
+    Checkpoints load with ``weights_only=True`` and their checksum verified; a run whose checkpoints
+    are all unusable is skipped with a one-line note.
+    """
+    from etr_core.checkpoints import load_checkpoint
+    from etr_core.errors import CheckpointError
     from etr_core.models import build_model
+    from etr_core.results import run_state
     from etr_core.training import TrainConfig, dataset_for
 
-    ae = [r for r in runs if r.config.get("task") == "autoencoder" and (r.path / "checkpoint.pt").exists()]
+    ae = [
+        r
+        for r in runs
+        if r.config.get("task") == "autoencoder" and run_state(r.path) in ("resumable", "finished")
+    ]
     if not ae:
         return None
     recon, originals = {}, None
     for run in ae:
         if run.label in recon:
             continue
+        try:
+            found = load_checkpoint(run.path, "cpu")
+        except CheckpointError as exc:
+            print(f"reconstructions skipped for {run.path}: {exc}", file=sys.stderr)
+            continue
+        if found is None:
+            continue
         fields = {k: v for k, v in run.config.items() if k in TrainConfig.__dataclass_fields__}
         cfg = TrainConfig(**{**fields, "device": "cpu"})
         data = dataset_for(cfg)
         model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed)
-        state = torch.load(run.path / "checkpoint.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(found[0]["model"])
         x = data.test_x[:n_images].to(next(model.parameters()).dtype)
         originals = data.test_x[:n_images]
         recon[run.label] = model.reconstruct(x)
-    return originals, recon
+    return (originals, recon) if recon else None
 
 
 def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -580,13 +681,15 @@ def _cmd_download(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="etr",
         description="Ellipsoidal trust-region methods for neural network training "
         "(Adolphs, Kohler & Lucchi). "
         "Train networks with TR_uni / TR_ada / TR_rms or first-order baselines, compare them, plot results.",
-        epilog="Run 'etr COMMAND --help' for the options and examples of each command.",
+        epilog="Run 'etr COMMAND --help' for the options and examples of each command. A user error "
+        "prints one line and exits with status 2; add --debug anywhere to see its traceback.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     methods_help = "\n".join(f"  {k:8s} {v.description}" for k, v in METHODS.items())
@@ -708,23 +811,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {one_line(str(message))}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``etr`` command; returns the exit status."""
+    """Entry point of the ``etr`` command; returns the exit status.
+
+    User errors (see :func:`etr_core.errors.user_message`) print one line and exit with status 2;
+    ``--debug`` anywhere in ``argv`` (or ``ETR_DEBUG=1``) shows their traceback instead.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("ETR_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
+    command_parser = getattr(args, "command_parser", parser)
     if handler is None:
         func = getattr(args, "func", None)
         if func is None:
             parser.error("no command given")
-        code = func(args)
-        return int(code or 0)
-    try:
-        return int(handler(args, args.command_parser) or 0)
-    finally:
-        from etr_core import distributed as etr_dist
 
-        etr_dist.cleanup()
+        def handler(a, _p):
+            return func(a)
+
+    args.given_flags = _given_flags(command_parser, args, argv) if command_parser is not parser else set()
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning
+        try:
+            return int(handler(args, command_parser) or 0)
+        except Exception as exc:
+            message = None if debug else user_message(exc)
+            if message is None:
+                raise
+            command_parser.exit(2, f"{command_parser.prog}: error: {message}\n")
+        finally:
+            from etr_core import distributed as etr_dist
+
+            etr_dist.cleanup()
 
 
 if __name__ == "__main__":

@@ -81,9 +81,12 @@ def atomic_write(
         if keep is not None and path.exists():
             os.replace(path, path.parent / keep)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # a full disk raises from write() without a file name: name the file being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     fsync_dir(path.parent)
 

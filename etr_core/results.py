@@ -24,6 +24,7 @@ Files get the permissions ``open()`` gives (``0o666`` less the umask).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,7 +32,7 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,20 +205,23 @@ class RunWriter:
         return open(self.run_dir / name, "a", encoding="utf-8")
 
     def append_metric(self, record: dict[str, Any]) -> None:
-        if self._metrics is None:
-            self._metrics = self._open(METRICS_FILE)
-        self._metrics.write(dumps(record) + "\n")
+        with _naming(self.run_dir / METRICS_FILE):
+            if self._metrics is None:
+                self._metrics = self._open(METRICS_FILE)
+            self._metrics.write(dumps(record) + "\n")
 
     def append_eval(self, record: dict[str, Any]) -> None:
-        if self._evals is None:
-            self._evals = self._open(EVALS_FILE)
-        self._evals.write(dumps(record) + "\n")
-        self._evals.flush()
+        with _naming(self.run_dir / EVALS_FILE):
+            if self._evals is None:
+                self._evals = self._open(EVALS_FILE)
+            self._evals.write(dumps(record) + "\n")
+            self._evals.flush()
 
     def flush(self) -> None:
-        for handle in (self._metrics, self._evals):
+        for name, handle in ((METRICS_FILE, self._metrics), (EVALS_FILE, self._evals)):
             if handle is not None:
-                handle.flush()
+                with _naming(self.run_dir / name):
+                    handle.flush()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Flush the logs, then replace ``checkpoint.pt`` atomically with ``state`` and its checksum
@@ -278,6 +282,17 @@ class RunWriter:
             self.close_logs()
         finally:
             self._lock.release()
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give an ``OSError`` without a file name (``write`` on a full disk) the name of ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
 
 
 def _step_of(row: dict[str, Any]) -> int | None:

@@ -123,7 +123,8 @@ _DATASET_SHAPES = {
     "cifar10": (3, 32, 32),
 }
 _DATA_OPTIONS = ("test_fraction", "n_samples", "noise", "max_train", "max_test")
-# Fields that may change between a run and its resumption (stopping limits and logging cadence).
+# Fields that may change between a run and its resumption (stopping limits, logging cadence, where it
+# runs and where the same data files live); each change is recorded in config.json ("resumes").
 _RESUMABLE_CHANGES = (
     "max_steps",
     "max_epochs",
