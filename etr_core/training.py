@@ -134,6 +134,7 @@ _RESUMABLE_CHANGES = (
     "checkpoint_every",
     "device",
     "num_threads",
+    "data_root",
 )
 
 
