@@ -3,23 +3,27 @@ tunable quadratics and Rosenbrock, before any neural network."""
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from etr_core.toy.functions import ToyFunction, get_function, quadratic_function
 from etr_core.toy.quadratics import make_quadratic
 from etr_core.toy.second_order import compare_runs, iterations_table
+from etr_core.toy.step_detail import tr_step_detail
 from etr_core.viz.landscape import paths_figure, run_history_figure
 from ui.common import (
     preset_buttons,
+    readable,
+    show_table,
     url_multiselect,
     url_number,
     url_radio,
     url_select_slider,
+    url_selectbox,
     url_slider,
     url_toggle,
 )
 from ui.frame import ensure_app_frame
+from ui.interaction import start_setter
 
 ensure_app_frame()
 
@@ -35,6 +39,7 @@ LABELS = {"tr_uniform": "TR_uni", "tr_adagrad": "TR_ada", "tr_rms": "TR_rms"}
 QUAD_VIEW = (-2.5, 2.5, -2.5, 2.5)
 COORD = (-2.5, 2.5)
 GTOL = 1e-6
+MAX_STEP_T = max(ITERATIONS) - 1
 FTOL = 1e-8
 
 PRESETS = {
@@ -104,6 +109,17 @@ def runs_for(
     return runs, iterations_table(runs, fn, gtol=GTOL, ftol=FTOL)
 
 
+def advance_step(last: int) -> None:
+    """Step button: show the next iteration (from the start again after the last one)."""
+    current = int(st.session_state.get("so_step_t", 0))
+    st.session_state["so_step_t"] = 0 if current >= last else current + 1
+    st.session_state["so_step_on"] = True
+
+
+def _click_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    return (max(box[0], COORD[0]), min(box[1], COORD[1]), max(box[2], COORD[0]), min(box[3], COORD[1]))
+
+
 st.title("Second-order trust regions in 2-D")
 st.markdown(
     "**Does the shape of the trust region matter for a second-order method?** Algorithm 1 with a sphere "
@@ -112,24 +128,26 @@ st.markdown(
 )
 preset_buttons(PRESETS, "so_preset")
 
-c1, c2, c3 = st.columns(3)
-with c1:
+# The chart's column comes first, so on a phone (columns stacked) the picture is above the controls.
+chart_col, ctrl_col = st.columns([2.4, 1], gap="medium")
+with ctrl_col:
     problem = url_radio("Problem", "so_problem", PROBLEMS, "quadratic", format_func=PROBLEM_LABELS.get)
     is_quadratic = problem == "quadratic"
     kappa = url_select_slider("Condition number κ", "so_kappa", KAPPAS, 100, disabled=not is_quadratic)
     theta = url_slider("Rotation θ (degrees)", "so_theta", 0, 90, 0, step=5, disabled=not is_quadratic)
-with c2:
     radius = url_select_slider("Initial radius Δ₀", "so_radius", RADII, 1.0)
     cg_cap = url_radio("Krylov solver per step", "so_cg", CG_CAPS, 1, format_func=CG_LABELS.get)
     max_iter = url_select_slider("Max iterations", "so_iters", ITERATIONS, 200)
-with c3:
-    w0 = url_number("Start w₀", "so_w0", *COORD, 2.0, step=0.1, format="%.3f")
-    w1 = url_number("Start w₁", "so_w1", *COORD, 1.0, step=0.1, format="%.3f")
+    c3, c4 = st.columns(2)
+    with c3:
+        w0 = url_number("Start w₀", "so_w0", *COORD, 2.0, step=0.1, format="%.3f")
+    with c4:
+        w1 = url_number("Start w₁", "so_w1", *COORD, 1.0, step=0.1, format="%.3f")
     methods = url_multiselect("Methods", "so_methods", METHODS, METHODS, format_func=LABELS.get)
-show_regions = url_toggle("Draw the trust region at each iterate", "so_regions", True)
+    show_regions = url_toggle("Draw the trust region at each iterate", "so_regions", True)
 
 if not methods:
-    st.info("Choose at least one method to run.")
+    chart_col.info("Choose at least one method to run.")
     st.stop()
 
 fn = build_problem(problem, float(kappa), float(theta))
@@ -145,19 +163,50 @@ with st.spinner("Running the trust-region methods..."):
         int(max_iter),
     )
 box = fn.view
-fig = paths_figure(fn, runs, box=box, show_regions=show_regions, max_regions=40)
-st.plotly_chart(fig, key="so_paths_chart", width="stretch")
-drawn = ", ".join(f"{r.label}: {min(r.nit, 40)} of {r.nit}" for r in runs.values())
-st.caption(
-    f"{fn.title}. Start ({w0:g}, {w1:g}), Δ₀ = {radius:g}, {CG_LABELS[int(cg_cap)]}. Dotted: the region "
-    f"‖s‖_M ≤ Δ_t at the iterates (regions drawn, evenly spaced — {drawn})."
-    if show_regions
-    else f"{fn.title}. Start ({w0:g}, {w1:g}), Δ₀ = {radius:g}, {CG_LABELS[int(cg_cap)]}."
-)
+
+with ctrl_col:
+    st.markdown("**Step through one run**")
+    stepping = [m for m in methods if runs[m].nit > 0]
+    step_method = url_selectbox("Method", "so_step_method", METHODS, METHODS[0], format_func=LABELS.get)
+    last = max((runs[m].nit for m in stepping), default=1) - 1
+    step_on = url_toggle("Show one iteration (model, region, CG iterates, ρ)", "so_step_on", False)
+    step_t = url_slider("Iteration t", "so_step_t", 0, max(MAX_STEP_T, 1), 0)
+    st.button("Step ▶ (next iteration)", key="so_step_next", on_click=advance_step, args=(max(last, 0),),
+              width="stretch")
+
+detail = None
+if step_on and step_method in runs and runs[step_method].nit > 0:
+    run = runs[step_method]
+    detail = tr_step_detail(fn, run, min(int(step_t), run.nit - 1))
+
+with chart_col:
+    fig = paths_figure(fn, runs, box=box, show_regions=show_regions, click_box=_click_box(box), step=detail)
+    st.plotly_chart(fig, key="so_paths_chart", width="stretch", on_select=start_setter(
+        "so_paths_chart", "so_w0", "so_w1", *COORD), selection_mode="points")
+    drawn = ", ".join(f"{r.label}: {len(range(0, r.nit, max(1, -(-r.nit // 15))))} of {r.nit}"
+                      for r in runs.values())
+    st.caption(
+        f"{fn.title}. Start ({w0:.4g}, {w1:.4g}) (click the landscape to move it), Δ₀ = {radius:g}, "
+        f"{CG_LABELS[int(cg_cap)]}. Dotted: the region ‖s‖_M ≤ Δ_t at evenly spaced iterates ({drawn}); "
+        "▶ Play replays the runs with each region at the current iterate."
+        if show_regions
+        else f"{fn.title}. Start ({w0:.4g}, {w1:.4g}) (click the landscape to move it), Δ₀ = {radius:g}, "
+        f"{CG_LABELS[int(cg_cap)]}."
+    )
+    if detail is not None:
+        verdict = "accepted" if detail.accepted else "rejected (w stays put, Δ shrinks)"
+        st.markdown(
+            f"**{LABELS[step_method]}, iteration {detail.iteration}:** Δ_t = {readable(detail.radius)}, "
+            f"M_t = diag({readable(detail.m[0])}, {readable(detail.m[1])}), "
+            f"{len(detail.cg_points) - 1} CG iterate(s) (black diamonds, exit: {detail.exit}), predicted "
+            f"decrease {readable(detail.predicted_decrease)}, ρ_t = {readable(detail.rho)}: {verdict}."
+        )
+    elif step_on:
+        st.info(f"{LABELS[step_method]} is not among the runs shown: choose it under Methods.")
 
 st.plotly_chart(run_history_figure(runs), key="so_history_chart", width="stretch")
 st.subheader("Iterations to tolerance")
-st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+show_table(table)
 st.caption(
     f"‖g‖ ≤ {GTOL:g} (the runs stop there) and f − f* ≤ {FTOL:g}; “None” = not reached within "
     f"{max_iter} iterations."

@@ -212,3 +212,35 @@ def render_sidebar() -> None:
                    help="Every random choice on every page (start points, data splits, initial weights) "
                    "derives from this seed.")
         st.caption(f"Device in use: **{describe_device(device('auto'))}**")
+
+
+def readable(value: Any, digits: int = 4) -> str:
+    """A number for reading: ``digits`` significant digits, scientific notation for very small or large
+    magnitudes (``9.1e-21``, never ``0.000000000000000000009``); ``—`` for None, text for NaN/inf."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.{digits}g}"
+
+
+def show_table(rows: Sequence[dict[str, Any]], digits: int = 4) -> None:
+    """``st.dataframe`` of ``rows`` (keys = columns) with every float column shown to ``digits``
+    significant digits, in scientific notation when small or large (``9.1e-21``); values stay numbers."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    config = {}
+    for column in frame.columns:
+        if any(isinstance(v, float) for v in frame[column]):
+            config[column] = st.column_config.NumberColumn(format=f"%.{digits}g")
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=config)

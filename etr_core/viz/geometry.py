@@ -19,12 +19,14 @@ import plotly.graph_objects as go
 
 from etr_core._validation import check_int
 from etr_core.toy.ellipses import stacked_ellipse_polylines
-from etr_core.toy.first_order import Trajectory
+from etr_core.toy.first_order import METHOD_NAMES, Trajectory
 from etr_core.toy.random_starts import SuboptimalityBand
+from etr_core.viz.palette import method_colour, method_dash
 
 __all__ = [
     "METHOD_COLOURS",
     "as_figure",
+    "click_grid",
     "default_bounds",
     "figure_payload_bytes",
     "level_set_polylines",
@@ -34,15 +36,7 @@ __all__ = [
     "trust_region_trace_name",
 ]
 
-METHOD_COLOURS = {
-    "gd": "#1f77b4",
-    "adagrad": "#d62728",
-    "adagrad_full": "#9467bd",
-    "rmsprop": "#2ca02c",
-    "adam": "#ff7f0e",
-    "tr_sphere": "#17becf",
-    "tr_adagrad": "#e377c2",
-}
+METHOD_COLOURS = {m: method_colour(m) for m in METHOD_NAMES}   # the shared palette
 _FALLBACK_COLOUR = "#7f7f7f"
 Bounds = tuple[float, float, float, float]
 # Boundary points shared by all drawn trust regions of the static figure (fewer points per ellipse
@@ -144,23 +138,31 @@ def trajectory_figure_spec(
     *,
     bounds: Bounds | None = None,
     show_trust_regions: bool = True,
-    every: int = 2,
+    every: int | None = None,
+    max_regions: int = 12,
     ellipse_points: int = 48,
     animate: bool = True,
     max_frames: int = 61,
     trail: int = 3,
     frame_point_budget: int = 20_000,
-    height: int = 560,
+    height: int = 680,
     title: str | None = None,
+    click_bounds: Bounds | None = None,
 ) -> dict:
     """Plotly figure dict: level sets of ``problem``, each method's iterates and, dashed, the
-    implicit trust region of every ``every``-th step (Theorem 1; the paper draws every other one).
+    implicit trust region of every ``every``-th step (Theorem 1; the paper draws every other one; by
+    default ``every`` is chosen so that at most ``max_regions`` regions per method are drawn, and they
+    are semi-transparent, so the paths stay visible).
     With ``animate`` the figure carries Plotly frames and a slider/Play button that replay the
     iterations in the browser: frame ``k`` shows iterates ``0..k``, the last ``trail`` drawn trust
     regions before ``k`` and the current one at ``w_k``; the last frame is the static picture. Frames
     are thinned (fewer boundary points per ellipse, then every few iterations) to carry at most
-    ``frame_point_budget`` points in all. Coordinates travel as binary float32.
+    ``frame_point_budget`` points in all. Coordinates travel as binary float32. With ``click_bounds``
+    an invisible grid of clickable points covers that box (:func:`click_grid`), as the last trace.
     """
+    max_regions = check_int("max_regions", max_regions, minimum=1)
+    n_most = max((tr.n_steps for tr in trajectories), default=0)
+    every = max(2, math.ceil(n_most / max_regions)) if every is None else every
     every = check_int("every", every, minimum=1)
     ellipse_points = check_int("ellipse_points", ellipse_points, minimum=8, maximum=1000)
     max_frames = check_int("max_frames", max_frames, minimum=2, maximum=1000)
@@ -184,13 +186,14 @@ def trajectory_figure_spec(
             shown = _shown_regions(tr, tr.n_steps, every, current=False)
             ex, ey = _region_polylines(tr, shown, base_points)
             data.append(_scatter(ex, ey, mode="lines", name=trust_region_trace_name(tr.label),
-                                 legendgroup=tr.method, hoverinfo="skip",
+                                 legendgroup=tr.method, hoverinfo="skip", opacity=0.55,
                                  line={"color": colour, "width": 1.2, "dash": "dash"}))
             dynamic.append((len(data) - 1, tr, "regions"))
         it = tr.iterates
         data.append(_scatter(
             it[:, 0], it[:, 1], mode="lines+markers", name=tr.label, legendgroup=tr.method,
-            line={"color": colour, "width": 2}, marker={"size": 5, "color": colour},
+            line={"color": colour, "width": 2.5, "dash": method_dash(tr.method)},
+            marker={"size": 6, "color": colour}, unselected={"marker": {"opacity": 1}},
             customdata=np.stack([np.arange(len(it)), tr.values], axis=1).astype(np.float32),
             hovertemplate=f"{tr.label}<br>t = %{{customdata[0]:.0f}}<br>w = (%{{x:.3g}}, %{{y:.3g}})"
                           "<br>f = %{customdata[1]:.3g}<extra></extra>"))
@@ -199,7 +202,8 @@ def trajectory_figure_spec(
     x0, x1, y0, y1 = bounds
     layout = {
         "height": height,
-        "margin": {"l": 40, "r": 10, "t": 40 if title else 10, "b": 40},
+        "margin": {"l": 50, "r": 10, "t": 40 if title else 10, "b": 50},
+        "font": {"size": 15},
         "xaxis": {"range": [x0, x1], "title": {"text": "w₁"}, "zeroline": False, "constrain": "domain"},
         "yaxis": {"range": [y0, y1], "title": {"text": "w₂"}, "zeroline": False, "scaleanchor": "x",
                   "scaleratio": 1, "constrain": "domain"},
@@ -214,7 +218,25 @@ def trajectory_figure_spec(
         frames = _frames(dynamic, n_max, every, trail, ellipse_points, base_points, max_frames,
                          frame_point_budget)
         layout.update(_playback_controls([f["name"] for f in frames]))
+    if click_bounds is not None:
+        gx, gy = click_grid(click_bounds)
+        data.append(_scatter(gx, gy, mode="markers", name="click to start here", showlegend=False,
+                             hovertemplate="start here: (%{x:.2f}, %{y:.2f})<extra></extra>",
+                             marker={"size": 10, "opacity": 0}, selected={"marker": {"opacity": 0}},
+                             unselected={"marker": {"opacity": 0}}))
     return {"data": data, "layout": layout, "frames": frames}
+
+
+def click_grid(bounds: Bounds, step: float = 0.1, max_points: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """Points of a regular grid over ``bounds`` (spacing ``step``, coarsened to at most ``max_points``),
+    flattened: the invisible targets that let a click on the landscape report a position."""
+    x0, x1, y0, y1 = bounds
+    while ((x1 - x0) / step + 1) * ((y1 - y0) / step + 1) > max_points:
+        step *= 2
+    xs = np.round(np.arange(math.ceil(x0 / step), math.floor(x1 / step) + 1) * step, 10)
+    ys = np.round(np.arange(math.ceil(y0 / step), math.floor(y1 / step) + 1) * step, 10)
+    gx, gy = np.meshgrid(xs, ys)
+    return gx.ravel(), gy.ravel()
 
 
 def _frame_regions(tr: Trajectory, k: int, n_max: int, every: int, trail: int) -> np.ndarray:

@@ -22,12 +22,19 @@ from etr_core._validation import check_int, check_positive
 from etr_core.toy.ellipses import ellipse_boundary, stacked_ellipse_polylines
 from etr_core.toy.functions import ToyFunction
 from etr_core.toy.local_models import LocalStep, QuadraticModel
-from etr_core.toy.second_order import RunHistory
+from etr_core.toy.second_order import METHOD_LABELS, RunHistory
+from etr_core.toy.step_detail import StepDetail
+from etr_core.viz.geometry import click_grid
+from etr_core.viz.history import RHO_CLIP, run_history_figure
+from etr_core.viz.palette import OKABE_ITO, TOL_MUTED, method_colour
 
 __all__ = [
     "RHO_CLIP",
     "RUN_COLOURS",
     "STEP_COLOURS",
+    "add_click_grid",
+    "add_playback",
+    "add_step_overlay",
     "figure_payload_bytes",
     "function_level_sets",
     "local_steps_figure",
@@ -40,22 +47,15 @@ __all__ = [
 
 Box = tuple[float, float, float, float]
 
+# The shared colour-blind-safe palette: Newton and the TR methods keep their colour on every page.
 STEP_COLOURS = {
-    "newton": "#d62728",
-    "trust_region": "#2ca02c",
-    "gauss_newton": "#9467bd",
-    "saddle_free_newton": "#ff7f0e",
+    "newton": method_colour("Newton"),
+    "trust_region": method_colour("TR_uni"),
+    "gauss_newton": OKABE_ITO["reddish_purple"],
+    "saddle_free_newton": OKABE_ITO["orange"],
 }
-# TR colours match the live-training figures so a method looks the same on every page.
-RUN_COLOURS = {
-    "newton": "#d62728",
-    "gd": "#7f7f7f",
-    "tr_uniform": "#4C78A8",
-    "tr_adagrad": "#F58518",
-    "tr_rms": "#8E44AD",
-}
-MODEL_COLOUR = "#1f77b4"
-RHO_CLIP = (-1.0, 2.0)
+RUN_COLOURS = {key: method_colour(label) for key, label in METHOD_LABELS.items()}
+MODEL_COLOUR = TOL_MUTED["cyan"]
 CRITICAL_MARKERS = {
     "minimum": ("star", "#111111"),
     "saddle": ("x", "#111111"),
@@ -177,7 +177,8 @@ def _critical_point_traces(fn: ToyFunction, box: Box) -> list[go.Scatter]:
 def _geometry_layout(fig: go.Figure, box: Box, height: int, title: str | None) -> None:
     fig.update_layout(
         height=height,
-        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        margin={"l": 50, "r": 10, "t": 40 if title else 10, "b": 50},
+        font={"size": 15},
         title=title,
         xaxis={"range": [box[0], box[1]], "title": "w₀", "constrain": "domain"},
         yaxis={
@@ -187,7 +188,8 @@ def _geometry_layout(fig: go.Figure, box: Box, height: int, title: str | None) -
             "scaleratio": 1,
             "constrain": "domain",
         },
-        legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0},
+        # above the plot: a legend below it collided with the x-axis title
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
         plot_bgcolor="white",
     )
 
@@ -200,7 +202,7 @@ def local_steps_figure(
     box: Box | None = None,
     region: tuple[float, np.ndarray | None] | None = None,
     models: Mapping[str, LocalStep] | None = None,
-    height: int = 560,
+    height: int = 680,
     title: str | None = None,
 ) -> go.Figure:
     """Fig. 7 / Fig. 8 at the point ``w``: level sets of ``fn``, the dashed level sets of the models of the
@@ -281,13 +283,22 @@ def paths_figure(
     *,
     box: Box | None = None,
     show_regions: bool = True,
-    max_regions: int = 40,
-    height: int = 560,
+    max_regions: int = 15,
+    height: int = 680,
     title: str | None = None,
+    click_box: Box | None = None,
+    step: StepDetail | None = None,
+    animate: bool = True,
+    max_frames: int = 40,
 ) -> go.Figure:
     """Paths of several runs from one start over the level sets of ``fn``; with ``show_regions`` each
     TR run also draws its trust region ``||s||_{M_t} <= radius_t`` at (up to ``max_regions``, evenly
-    spaced) iterates, as one polyline trace named ``"<label> trust regions"``."""
+    spaced, semi-transparent) iterates, as one polyline trace named ``"<label> trust regions"``.
+
+    ``step`` overlays one iteration (the Step view): the model's level sets at ``w_t``, the region
+    and the CG iterates. ``animate`` adds Play and an iteration slider (at most ``max_frames`` frames;
+    frame ``k`` shows iterates ``0..k`` and each TR run's region at ``w_k``). ``click_box`` adds the
+    invisible grid of clickable points (:func:`etr_core.viz.geometry.click_grid`)."""
     max_regions = check_int("max_regions", max_regions, minimum=1)
     box = fn.view if box is None else box
     fig = go.Figure()
@@ -309,6 +320,7 @@ def paths_figure(
                     name=f"{run.label} trust regions",
                     legendgroup=key,
                     line={"color": colour, "width": 1, "dash": "dot"},
+                    opacity=0.5,
                     hoverinfo="skip",
                     connectgaps=False,
                 )
@@ -321,8 +333,9 @@ def paths_figure(
                 mode="lines+markers",
                 name=run.label,
                 legendgroup=key,
-                line={"color": colour, "width": 2},
-                marker={"size": 5, "color": colour},
+                line={"color": colour, "width": 2.5},
+                marker={"size": 6, "color": colour},
+                unselected={"marker": {"opacity": 1}},
                 customdata=np.arange(len(pts)),
                 hovertemplate=f"{run.label} iterate %{{customdata}}: (%{{x:.4g}}, %{{y:.4g}})<extra></extra>",
             )
@@ -338,112 +351,84 @@ def paths_figure(
                 marker={"size": 12, "color": "black", "symbol": "circle-open", "line": {"width": 3}},
             )
         )
+    if step is not None:
+        add_step_overlay(fig, step, box)
+    if animate and runs:
+        add_playback(fig, runs, max_frames)
+    if click_box is not None:
+        add_click_grid(fig, click_box)
     _geometry_layout(fig, box, height, title)
     return fig
 
 
-_HISTORY_PANELS = (
-    ("gradient norm ‖∇f(w_t)‖", "log"),
-    ("radius Δ_t", "log"),
-    ("ρ_t (clipped)", "linear"),
-    ("CG iterations per step", "linear"),
-)
+def add_click_grid(fig: go.Figure, box: Box) -> None:
+    """An invisible grid of clickable points over ``box`` (click-to-start), as the last trace."""
+    gx, gy = click_grid(box, step=max(box[1] - box[0], box[3] - box[2]) / 60)
+    fig.add_trace(go.Scatter(x=_f32(gx), y=_f32(gy), mode="markers", name="click to start here",
+                             showlegend=False, marker={"size": 10, "opacity": 0},
+                             selected={"marker": {"opacity": 0}}, unselected={"marker": {"opacity": 0}},
+                             hovertemplate="start here: (%{x:.3g}, %{y:.3g})<extra></extra>"))
 
 
-def _history_layout(height: int) -> dict:
-    """Four stacked panels sharing the x axis (a hand-made layout: ``make_subplots`` costs ~50 ms)."""
-    gap = 0.05
-    size = (1.0 - gap * (len(_HISTORY_PANELS) - 1)) / len(_HISTORY_PANELS)
-    layout: dict = {
-        "height": height,
-        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
-        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.03, "x": 0},
-        "annotations": [],
-    }
-    for i, (title, scale) in enumerate(_HISTORY_PANELS):
-        top = 1.0 - i * (size + gap)
-        suffix = "" if i == 0 else str(i + 1)
-        layout[f"yaxis{suffix}"] = {
-            "domain": [max(top - size, 0.0), min(top, 1.0)],
-            "type": scale,
-            "anchor": f"x{suffix}",
-            "exponentformat": "power",
-        }
-        layout[f"xaxis{suffix}"] = {
-            "anchor": f"y{suffix}",
-            "matches": "x" if i else None,
-            "showticklabels": i == len(_HISTORY_PANELS) - 1,
-        }
-        layout["annotations"].append(
-            {
-                "text": title,
-                "x": 0.5,
-                "y": top,
-                "xref": "paper",
-                "yref": "paper",
-                "xanchor": "center",
-                "yanchor": "bottom",
-                "showarrow": False,
-            }
-        )
-    layout["yaxis3"]["range"] = [RHO_CLIP[0] - 0.1, RHO_CLIP[1] + 0.1]
-    layout[f"xaxis{len(_HISTORY_PANELS)}"]["title"] = {"text": "iteration t"}
-    return layout
+def add_step_overlay(fig: go.Figure, step: StepDetail, box: Box) -> None:
+    """The Step view of iteration ``t``: model level sets at ``w_t``, the region, the CG iterates."""
+    colour = STEP_COLOURS["trust_region"]
+    fig.add_trace(model_level_sets(step.model, box, f"model at w_{step.iteration}"))
+    xy = _region_xy(step.centre, step.radius, step.m)
+    fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="lines", name=f"region at w_{step.iteration}",
+                             line={"color": colour, "width": 3, "dash": "dash"}, hoverinfo="skip"))
+    cg = step.cg_points
+    fig.add_trace(go.Scatter(
+        x=cg[:, 0], y=cg[:, 1], mode="lines+markers", name=f"CG iterates of step {step.iteration}",
+        line={"color": "black", "width": 2}, unselected={"marker": {"opacity": 1}},
+        marker={"size": 9, "symbol": "diamond", "color": "black"},
+        customdata=np.arange(len(cg)),
+        hovertemplate="CG iterate %{customdata}: (%{x:.4g}, %{y:.4g})<extra></extra>"))
 
 
-def run_history_figure(runs: Mapping[str, RunHistory], *, height: int = 620) -> go.Figure:
-    """Per iteration: ``||grad f||`` (log), the radius ``Delta_t`` (log), ``rho_t`` (clipped to
-    :data:`RHO_CLIP`, rejected steps as crosses) and CG iterations; Newton and GD appear in the first
-    panel only."""
-    traces = []
+def add_playback(fig: go.Figure, runs: Mapping[str, RunHistory], max_frames: int = 40) -> None:
+    """Play button and iteration slider: frame ``k`` shows each run's iterates ``0..k`` and each TR run's
+    region at ``w_k``. Contour traces need ``redraw`` (plotly.js#1221), so frames redraw the figure."""
+    n_max = max((r.nit for r in runs.values()), default=0)
+    if n_max == 0:
+        return
+    paths = {key: i for i, trace in enumerate(fig.data) for key, run in runs.items()
+             if trace.name == run.label}
+    regions = {}
     for key, run in runs.items():
-        colour = RUN_COLOURS.get(key, "#333333")
-        it = np.arange(len(run.grad_norm))
-        g = np.where(run.grad_norm > 0, run.grad_norm, np.nan)
-        traces.append(
-            go.Scatter(x=it, y=_f32(g), mode="lines", name=run.label, legendgroup=key, line={"color": colour})
-        )
-        if run.nit == 0 or not np.any(np.isfinite(run.radius)):
-            continue
-        k = np.arange(run.nit)
-        rho = np.clip(
-            np.nan_to_num(run.rho, nan=RHO_CLIP[0], neginf=RHO_CLIP[0], posinf=RHO_CLIP[1]), *RHO_CLIP
-        )
-        common = {"legendgroup": key, "showlegend": False}
-        traces += [
-            go.Scatter(
-                x=k,
-                y=_f32(run.radius),
-                mode="lines",
-                name=f"{run.label} radius",
-                xaxis="x2",
-                yaxis="y2",
-                line={"color": colour, "shape": "hv"},
-                **common,
-            ),
-            go.Scatter(
-                x=k,
-                y=_f32(rho),
-                mode="markers",
-                name=f"{run.label} rho",
-                xaxis="x3",
-                yaxis="y3",
-                marker={"color": colour, "symbol": np.where(run.accepted, "circle", "x"), "size": 6},
-                **common,
-            ),
-            go.Scatter(
-                x=k,
-                y=run.cg_iterations,
-                mode="lines+markers",
-                name=f"{run.label} CG",
-                xaxis="x4",
-                yaxis="y4",
-                line={"color": colour, "shape": "hv"},
-                marker={"size": 4},
-                **common,
-            ),
-        ]
-    return go.Figure(data=traces, layout=_history_layout(height))
+        if run.nit > 0 and np.all(np.isfinite(run.radius)):
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{run.label} region at t",
+                                     showlegend=False, hoverinfo="skip",
+                                     line={"color": RUN_COLOURS.get(key, "#333333"), "width": 2.5}))
+            regions[key] = len(fig.data) - 1
+    stride = max(1, math.ceil(n_max / (max_frames - 1)))
+    frames = []
+    for k in [*range(0, n_max, stride), n_max]:
+        data, traces = [], []
+        for key, run in runs.items():
+            upto = min(k, run.nit)
+            pts = run.iterates[: upto + 1]
+            data.append(go.Scatter(x=_f32(pts[:, 0]), y=_f32(pts[:, 1])))
+            traces.append(paths[key])
+            if key in regions:
+                xy = (_region_xy(run.iterates[upto], float(run.radius[upto]), run.m[upto], 64)
+                      if upto < run.nit and k < n_max else np.empty((0, 2)))
+                data.append(go.Scatter(x=_f32(xy[:, 0]), y=_f32(xy[:, 1])))
+                traces.append(regions[key])
+        frames.append(go.Frame(name=str(k), data=data, traces=traces))
+    fig.frames = frames
+    names = [f.name for f in frames]
+    anim = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
+    play = {"mode": "immediate", "fromcurrent": True, "frame": {"duration": 300, "redraw": True},
+            "transition": {"duration": 0}}
+    fig.update_layout(
+        sliders=[{"active": len(names) - 1, "currentvalue": {"prefix": "iteration t = "}, "pad": {"t": 45},
+                  "steps": [{"method": "animate", "label": n, "args": [[n], anim]} for n in names]}],
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0, "y": 0, "xanchor": "left",
+                      "yanchor": "top", "pad": {"t": 50, "r": 10}, "showactive": False,
+                      "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
+                                  {"label": "❚❚ Pause", "method": "animate", "args": [[None], anim]}]}],
+    )
 
 
 def figure_payload_bytes(fig: go.Figure) -> int:

@@ -90,7 +90,7 @@ def test_toggle_and_widgets_change_the_picture() -> None:
     at.toggle(key="so_regions").set_value(False).run()
     assert not any("trust regions" in n for n in _names(_figure(at, 0)))
     at.multiselect(key="so_methods").set_value(["tr_rms"]).run()
-    assert [n for n in _names(_figure(at, 0)) if n.startswith("TR")] == ["TR_rms"]
+    assert [n for n in _names(_figure(at, 0)) if n.startswith("TR") and "region" not in n] == ["TR_rms"]
     at.multiselect(key="so_methods").set_value([]).run()
     assert not at.exception and any("at least one method" in i.value for i in at.info)
 
@@ -132,3 +132,45 @@ def test_query_params_are_clamped() -> None:
     assert at.radio(key="so_cg").value == 1
     assert at.radio(key="so_problem").value == "quadratic"
     assert len(at.get("plotly_chart")) == 2
+
+
+def test_step_button_shows_one_iteration_with_its_cg_iterates() -> None:
+    at = _page({"so_iters": "50", "so_step_method": "tr_rms"})
+    at.button(key="so_step_next").click().run()
+    assert not at.exception
+    assert at.toggle(key="so_step_on").value is True and at.slider(key="so_step_t").value == 1
+    fig = _figure(at, 0)
+    path = _trace(fig, "TR_rms")
+    w1 = np.array([_array(path["x"])[1], _array(path["y"])[1]])
+    cg = _trace(fig, "CG iterates of step 1")
+    start = np.array([_array(cg["x"])[0], _array(cg["y"])[0]])
+    assert np.allclose(start, w1, atol=1e-5)          # the CG solve starts at w_1 (float32 path)
+    text = _text(at)
+    assert "iteration 1" in text and "ρ_t =" in text and ("accepted" in text or "rejected" in text)
+    assert {"model at w_1", "region at w_1"} <= set(_names(fig))
+    # Play: one frame per iteration (50 iterations or fewer, at most 40 frames), the last one complete
+    assert 2 <= len(fig["frames"]) <= 40
+    assert fig["layout"]["updatemenus"][0]["buttons"][0]["label"] == "▶ Play"
+
+
+def test_click_on_the_landscape_moves_the_start() -> None:
+    """The chart's on_select callback writes the clicked point, clamped and rounded, into the start."""
+
+    def script() -> None:
+        import streamlit as st
+
+        from ui.interaction import start_setter
+
+        st.session_state["chart"] = {"selection": {"points": [{"x": 1.23456, "y": -9.0}]}}
+        start_setter("chart", "x", "y", -2.5, 2.5)()
+        st.session_state["empty"] = {"selection": {"points": []}}
+        start_setter("empty", "ex", "ey", -2.5, 2.5)()
+        st.write(st.session_state["x"], st.session_state["y"], "ex" in st.session_state)
+
+    at = AppTest.from_function(script).run()
+    assert not at.exception
+    assert at.session_state["x"] == 1.235 and at.session_state["y"] == -2.5
+    assert "ex" not in at.session_state
+    fig = _figure(_page({"so_iters": "50"}), 0)
+    grid = _trace(fig, "click to start here")
+    assert grid["marker"]["opacity"] == 0 and len(_array(grid["x"])) >= 1000
