@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from etr_core._validation import check_choice, check_real
+from etr_core._validation import check_choice, check_positive, check_real
 from etr_core.config import TRConfig, default_gamma2
 from etr_core.ellipsoids import AdagradEllipsoid, RMSPropEllipsoid, UniformEllipsoid
 
@@ -53,6 +53,7 @@ class GroupOptions(NamedTuple):
     config: TRConfig
     lr: float
     radius_rule: str
+    radius: float  # the group's initial radius; config.radius is it clipped at max_radius
 
     @property
     def cap(self) -> float:
@@ -78,6 +79,9 @@ def group_options(group: Mapping[str, Any], names: tuple[str, ...], where: str) 
     if isinstance(ellipsoid, str):
         fields["ellipsoid"] = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower())
     try:
+        radius = check_positive("radius", fields["radius"])
+        # a max_radius edited below the initial radius caps it (TRConfig itself insists on radius <= max)
+        fields["radius"] = min(radius, check_positive("max_radius", fields["max_radius"]))
         config = TRConfig(**fields)
         radius_rule = check_choice("radius_rule", group.get("radius_rule", "tr"), ("tr", "eta"))
         lr = check_real("lr", group["lr"])
@@ -89,12 +93,13 @@ def group_options(group: Mapping[str, Any], names: tuple[str, ...], where: str) 
             f"{where}: lr ({what}) must be > 0, got {lr!r}; an LR scheduler must keep it positive "
             "(e.g. CosineAnnealingLR(..., eta_min=1e-3))"
         )
-    return GroupOptions(config, lr, radius_rule)
+    return GroupOptions(config, lr, radius_rule, radius)
 
 
 def _values(options: GroupOptions, names: tuple[str, ...]) -> dict[str, Any]:
     out = {k: getattr(options.config, k) for k in names if k not in _NOT_CONFIG}
     out["gamma2"] = options.config.gamma2_value
+    out["radius"] = options.radius
     out["lr"] = options.lr
     if "radius_rule" in names:
         out["radius_rule"] = options.radius_rule
@@ -120,8 +125,7 @@ def resolve_groups(groups: list[Mapping[str, Any]], names: tuple[str, ...], owne
 
 def defaults_for(config: TRConfig, names: tuple[str, ...], lr: float, radius_rule: str) -> dict[str, Any]:
     """The group defaults (plain Python values) for ``config``; ``gamma2`` resolved to its number."""
-    options = GroupOptions(config, lr, radius_rule)
-    return _values(options, names)
+    return _values(GroupOptions(config, lr, radius_rule, config.radius), names)
 
 
 def ellipsoid_options(config: TRConfig) -> dict[str, Any]:

@@ -175,12 +175,12 @@ class _TRState(torch.optim.Optimizer):
         if "radius" not in region:
             region.update(
                 radius=config.radius,
-                initial_radius=config.radius,
+                initial_radius=options.radius,
                 counters=dict.fromkeys(COUNTER_KEYS, 0),
                 last_accepted=True,
             )
-        elif region["initial_radius"] != config.radius:
-            region["radius"] = region["initial_radius"] = config.radius
+        elif region["initial_radius"] != options.radius:
+            region["radius"], region["initial_radius"] = config.radius, options.radius
         if options.radius_rule == "tr" and region["radius"] > options.cap:
             region["radius"] = options.cap
         if config.ellipsoid == "uniform":
