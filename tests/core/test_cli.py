@@ -135,7 +135,8 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_dataset_files_exit_2_before_training(tmp_path, capsys):
@@ -198,3 +199,193 @@ def test_resume_without_a_checkpoint_is_a_clear_error_and_creates_nothing(tmp_pa
     assert exc.value.code == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert not missing.exists()
+
+
+# -- one error style, resume flags, files that cannot be trusted ----------------------------------------
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    """Exit status and stderr of ``etr argv``."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def error_line(err: str) -> str:
+    """The single error line of ``err`` (warnings aside); fails on tracebacks or multi-line errors."""
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1, err
+    assert ": error: " in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def sgd_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--method", "SGD", "--max-steps", "2", "--checkpoint-every", "1", "--out", str(out)]
+    assert main([*argv, *QUICK]) == 0
+    capsys.readouterr()
+    return out
+
+
+def test_resume_refuses_each_flag_that_would_change_the_run(sgd_run, capsys):
+    code, err = run_cli(["train", "--resume", str(sgd_run), "--batch-size", "64", "--no-progress"], capsys)
+    assert code == 2 and "--batch-size (run has 32, flag asks 64)" in error_line(err)
+    argv = ["train", "--resume", str(sgd_run), "--method", "Adam", "--lr", "0.5", "--max-steps", "3"]
+    code, err = run_cli(argv, capsys)
+    line = error_line(err)
+    assert code == 2 and "--method (run has 'SGD', flag asks 'Adam')" in line and "--lr (run has 0.1" in line
+    assert list(load_run(sgd_run).metrics["step"]) == [1, 2]  # nothing ran
+
+
+def test_resume_applies_budget_flags_and_records_them(sgd_run, capsys):
+    # repeating saved values (--method, the resolved --batch-size and --lr) is not a change
+    argv = ["train", "--resume", str(sgd_run), "--method", "SGD", "--batch-size", "32", "--lr", "0.1"]
+    code, err = run_cli([*argv, "--max-steps", "4", "--eval-every", "1", "--no-progress"], capsys)
+    assert code == 0, err
+    run = load_run(sgd_run)
+    assert list(run.metrics["step"]) == [1, 2, 3, 4] and run.config["eval_every"] == 1
+    changes = {"max_steps": {"before": 2, "after": 4}, "eval_every": {"before": 2, "after": 1}}
+    assert run.config["resumes"] == [{"step": 2, "changes": changes}]
+
+
+def _write_mnist(root, train_labels):
+    import gzip
+    import struct
+
+    import numpy as np
+
+    folder = root / "mnist"
+    folder.mkdir(parents=True)
+    n = len(train_labels)
+    files = {
+        "train-images-idx3-ubyte": (np.zeros((n, 28, 28), np.uint8)),
+        "train-labels-idx1-ubyte": np.asarray(train_labels, np.uint8),
+        "t10k-images-idx3-ubyte": np.zeros((2, 28, 28), np.uint8),
+        "t10k-labels-idx1-ubyte": np.zeros(2, np.uint8),
+    }
+    for stem, array in files.items():
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+        with gzip.open(folder / f"{stem}.gz", "wb") as handle:
+            handle.write(header + array.tobytes())
+    return folder
+
+
+def test_bad_data_file_is_one_line_and_writes_no_run_folder(tmp_path, capsys):
+    folder = _write_mnist(tmp_path / "data", [0, 1, 10, 3])
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "mnist", "--model", "mlp_paper", "--data-root", str(tmp_path / "data")]
+    code, err = run_cli([*argv, "--out", str(out), *QUICK], capsys)
+    line = error_line(err)
+    assert code == 2 and "label 10 at position 2" in line
+    assert line.startswith(f"etr train: error: {folder / 'train-labels-idx1-ubyte.gz'}: ")
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    out = tmp_path / "file.txt"
+    out.write_text("not a folder")
+    argv = ["train", "--method", "SGD", "--max-steps", "1", "--out", str(out), *QUICK]
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and f"{out} is a file, not a folder" in error_line(err)
+    with pytest.raises(NotADirectoryError):
+        main([*argv, "--debug"])
+
+
+def test_unwritable_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+    denied = tmp_path / "readonly"
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(denied)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    code, err = run_cli(["train", "--method", "SGD", "--out", str(denied / "run"), *QUICK], capsys)
+    line = error_line(err)
+    assert code == 2 and f"cannot use {denied / 'run'}: permission denied" in line
+
+
+def test_full_disk_is_one_line_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import torch
+
+    out = tmp_path / "run"
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    argv = ["train", "--method", "SGD", "--max-steps", "2", "--checkpoint-every", "1", "--out", str(out)]
+    code, err = run_cli([*argv, *QUICK], capsys)
+    line = error_line(err)
+    assert code == 2 and f"{out / 'checkpoint.pt'}: no space left on the device" in line
+    monkeypatch.undo()
+    code, err = run_cli(["train", "--resume", str(out), "--no-progress"], capsys)  # no checkpoint: step 0
+    assert code == 0, err
+    assert list(load_run(out).metrics["step"]) == [1, 2]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short"])
+def test_unusable_checkpoint_on_resume_is_one_line(sgd_run, capsys, content):
+    (sgd_run / "checkpoint.prev.pt").unlink()
+    (sgd_run / "checkpoint.pt").write_bytes(content)
+    code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "3", "--no-progress"], capsys)
+    assert code == 2 and error_line(err).startswith(f"etr train: error: {sgd_run / 'checkpoint.pt'}: ")
+
+
+def test_damaged_checkpoint_warns_in_one_line_and_uses_the_previous_one(sgd_run, capsys):
+    (sgd_run / "checkpoint.pt").write_bytes(b"")
+    code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "3", "--no-progress"], capsys)
+    assert code == 0
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"{sgd_run / 'checkpoint.pt'}: the file is empty" in warning[0]
+    assert "checkpoint.prev.pt" in warning[0]
+
+
+def test_second_writer_is_refused_in_one_line(sgd_run, capsys):
+    from etr_core.files import RunLock
+
+    with RunLock(sgd_run):
+        code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "3", "--no-progress"], capsys)
+    assert code == 2 and "is being written by another process" in error_line(err)
+
+
+def test_plot_never_runs_code_from_a_checkpoint(tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    run = tmp_path / "ae"
+    argv = ["train", "--model", "autoencoder_small", "--method", "Adam", "--max-steps", "1"]
+    assert main([*argv, "--out", str(run), *QUICK]) == 0
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        torch.save({"step": 1, "model": Payload()}, run / name)
+    code, err = run_cli(["plot", str(run), "--out", str(tmp_path / "figs"), "--x", "epoch"], capsys)
+    assert code == 0 and "not a safe checkpoint" in err
+    assert not marker.exists()
+
+
+def test_user_message_is_the_cli_sentence_for_the_app(tmp_path):
+    import errno
+
+    from etr_core.errors import user_message
+
+    assert user_message(RuntimeError("bug")) is None
+    assert user_message(IndexError("bug")) is None
+    denied = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+    expected = f"cannot use {tmp_path / 'x'}: permission denied; choose a folder you can write, or fix its"
+    assert user_message(denied) == expected + " permissions"
+    assert user_message(ValueError("a\nb")) == "a; b"
