@@ -23,6 +23,7 @@ from ui.common import (
     url_toggle,
 )
 from ui.frame import ensure_app_frame
+from ui.interaction import start_setter
 
 ensure_app_frame()
 
@@ -81,7 +82,8 @@ def _trajectory(kappa: float, theta: float, x0: float, y0: float, n_iter: int, m
 def _figure(kappa: float, theta: float, x0: float, y0: float, n_iter: int, runs: tuple, show_tr: bool):
     problem = make_quadratic(kappa, theta)
     trajectories = [_trajectory(kappa, theta, x0, y0, n_iter, m, lr) for m, lr in runs]
-    return trajectory_figure_spec(problem, trajectories, bounds=BOUNDS, show_trust_regions=show_tr)
+    return trajectory_figure_spec(problem, trajectories, bounds=BOUNDS, show_trust_regions=show_tr,
+                                  click_bounds=(-3.0, 3.0, -3.0, 3.0))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -107,9 +109,9 @@ def _adagrad_vs_tr(trajectories: dict) -> str:
                   f"{_log_sub(trajectories['tr_sphere'])})")
     return (
         "**Adagrad and its trust-region twin.** Both step along −A_t⁻¹g_t in the same Adagrad ellipse "
-        "(Theorem 1) and differ only in the step's length: Adagrad's η‖g_t‖ in the A_t⁻¹-norm shrinks with the "
-        "gradient, while the TR radius Δ_t shrinks only after a rejected step (÷1.5), so near w* its steps "
-        f"overshoot and {rejected} of its {tr.n_steps} steps were rejected, ending at log10(f − f*) = "
+        "(Theorem 1) and differ only in the step's length: Adagrad's η‖g_t‖ in the A_t⁻¹-norm shrinks with "
+        "the gradient, while the TR radius Δ_t shrinks only after a rejected step (÷1.5), so near w* its "
+        f"steps overshoot and {rejected} of its {tr.n_steps} steps were rejected, ending at log10(f − f*) = "
         f"{_log_sub(tr)} against Adagrad's {_log_sub(ada)}. Appendix B's \"very similar to their "
         "constant-stepsize analogues\" holds for the paths and for the ellipse beating the sphere"
         f"{sphere}, not for the final rate, which a first-order TR's radius rule sets."
@@ -130,8 +132,9 @@ st.markdown("Every step of GD, Adagrad, RMSProp or Adam minimises a *linear* mod
 
 preset_buttons(PRESETS, f"{P}_preset")
 
-left, right = st.columns([1, 1.4])
-with left:
+# The chart's column comes first, so on a phone (columns stacked) the picture is above the controls.
+chart_col, ctrl_col = st.columns([2.4, 1], gap="medium")
+with ctrl_col:
     st.markdown("**Problem** f(w) = ½ (w − w*)ᵀ Q (w − w*)")
     kappa = url_select_slider("Condition number κ (log scale)", f"{P}_kappa", KAPPAS, 20)
     theta = url_slider("Rotation θ of the level sets (degrees)", f"{P}_theta", 0, 90, 0, step=5)
@@ -142,12 +145,11 @@ with left:
         y0 = url_slider("Start w₂", f"{P}_y0", -3.0, 3.0, 1.5, step=0.1)
     n_iter = url_slider("Iterations", f"{P}_iters", 1, 200, 40)
     show_tr = url_toggle("Show trust regions", f"{P}_show_tr", True)
-with right:
     st.markdown("**Methods** and their step sizes (GD: η·L; TR methods: initial radius Δ₀)")
     runs: list[tuple[str, float]] = []
     problem = make_quadratic(float(kappa), float(theta))
     for method in METHOD_NAMES:
-        c_use, c_lr = st.columns([1, 1.3])
+        c_use, c_lr = st.columns([1, 1.1])
         with c_use:
             use = url_checkbox(METHOD_LABELS[method], f"{P}_use_{method}", DEFAULT_ON.get(method, False))
         with c_lr:
@@ -169,22 +171,25 @@ with right:
 kappa, theta, x0, y0, n_iter = float(kappa), float(theta), float(x0), float(y0), int(n_iter)
 trajectories = {m: _trajectory(kappa, theta, x0, y0, n_iter, m, lr) for m, lr in runs}
 
-for tr in trajectories.values():
-    if tr.message:
-        st.warning(tr.message)
-    for note in tr.notes:
-        st.info(f"{tr.label}: {note}")
-
-if not runs:
-    st.info("Switch on at least one method to see its iterates and trust regions.")
-fig = as_figure(_figure(kappa, theta, x0, y0, n_iter, tuple(runs), bool(show_tr)))
-st.plotly_chart(fig, key=f"{P}_geometry", width="stretch")
-
-region_text = ("Dashed: the implicit trust region of every other step (as in the paper); scrub the slider "
-               "or press Play to replay the run in the browser.") if show_tr else "Trust regions hidden."
-st.caption(f"{problem.describe()}; start w₀ = ({x0:g}, {y0:g}), {n_iter} iterations. "
-           + "; ".join(f"{tr.label}: f(w_{tr.n_steps}) = {tr.values[-1]:.3g}" for tr in trajectories.values())
-           + f". {region_text}")
+with chart_col:
+    for tr in trajectories.values():
+        if tr.message:
+            st.warning(tr.message)
+        for note in tr.notes:
+            st.info(f"{tr.label}: {note}")
+    if not runs:
+        st.info("Switch on at least one method to see its iterates and trust regions.")
+    fig = as_figure(_figure(kappa, theta, x0, y0, n_iter, tuple(runs), bool(show_tr)))
+    st.plotly_chart(fig, key=f"{P}_geometry", width="stretch", selection_mode="points",
+                    on_select=start_setter(f"{P}_geometry", f"{P}_x0", f"{P}_y0", -3.0, 3.0, 0.1))
+    region_text = ("Dashed: the implicit trust region of every k-th step (at most 12 per method); scrub "
+                   "the slider or press Play to replay the run in the browser.") if show_tr else \
+        "Trust regions hidden."
+    st.caption(f"{problem.describe()}; start w₀ = ({x0:g}, {y0:g}) (click the landscape to move it), "
+               f"{n_iter} iterations. "
+               + "; ".join(f"{tr.label}: f(w_{tr.n_steps}) = {tr.values[-1]:.3g}"
+                           for tr in trajectories.values())
+               + f". {region_text}")
 
 st.markdown(f"**Why.** GD's trust region is a circle: it cannot tell the steep direction (curvature "
             f"L = {problem.L:g}) from the flat one (μ = {problem.mu:g}), so one step size must stay below "
