@@ -112,7 +112,7 @@ METHODS: dict[str, MethodSpec] = {
 
 PRESETS = ("paper", "authors")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-STOP_REASONS = ("max_steps", "max_epochs", "max_seconds", "stopped", "nonfinite_loss")
+STOP_REASONS = ("max_steps", "max_epochs", "max_seconds", "max_backprops", "stopped", "nonfinite_loss")
 _DATASET_SHAPES = {
     "digits": (1, 8, 8),
     "blobs": (2,),
@@ -129,6 +129,7 @@ _RESUMABLE_CHANGES = (
     "max_steps",
     "max_epochs",
     "max_seconds",
+    "max_backprops",
     "eval_every",
     "log_every",
     "checkpoint_every",
@@ -147,7 +148,9 @@ class TrainConfig:
     first-order: 32 and ``METHODS[method].default_lr``). ``tr_options`` override fields of
     :class:`etr_core.config.TRConfig` (e.g. ``{"radius": 0.1}``); ``preset`` is "paper" (Table 1) or
     "authors" (the authors' files, with their warm-up and pivot; labelled). At least one of
-    ``max_steps``, ``max_epochs``, ``max_seconds`` must be set. ``checkpoint_every`` (steps) applies
+    ``max_steps``, ``max_epochs``, ``max_seconds``, ``max_backprops`` must be set. ``max_backprops`` is a
+    budget in backprops (gradient backprops + Hessian-vector products, the paper's x-axis): the run stops
+    before the first step that starts at or beyond it, so a TR step may end past it by its own cost. ``checkpoint_every`` (steps) applies
     when a run folder is given. ``data_options`` go to :func:`etr_core.data.load_dataset`.
     """
 
@@ -160,6 +163,7 @@ class TrainConfig:
     max_steps: int | None = 200
     max_epochs: float | None = None
     max_seconds: float | None = None
+    max_backprops: int | None = None
     eval_every: int = 10
     log_every: int = 1
     checkpoint_every: int = 50
@@ -205,8 +209,13 @@ class TrainConfig:
             self.max_epochs = check_positive("max_epochs", self.max_epochs)
         if self.max_seconds is not None:
             self.max_seconds = check_positive("max_seconds", self.max_seconds)
-        if self.max_steps is None and self.max_epochs is None and self.max_seconds is None:
-            raise ValueError("set at least one of max_steps, max_epochs, max_seconds (all are None)")
+        if self.max_backprops is not None:
+            check_int("max_backprops", self.max_backprops, minimum=1)
+        limits = (self.max_steps, self.max_epochs, self.max_seconds, self.max_backprops)
+        if all(v is None for v in limits):
+            raise ValueError(
+                "set at least one of max_steps, max_epochs, max_seconds, max_backprops (all are None)"
+            )
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("log_every", self.log_every, minimum=1)
         check_int("checkpoint_every", self.checkpoint_every, minimum=1)
@@ -815,6 +824,8 @@ class _Trainer:
             return "max_epochs"
         if c.max_seconds is not None and self.clock.elapsed >= c.max_seconds:
             return "max_seconds"
+        if c.max_backprops is not None and self.counters["backward"] + self.counters["hvp"] >= c.max_backprops:
+            return "max_backprops"
         return None
 
     def run(self) -> RunResult:

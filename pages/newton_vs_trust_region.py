@@ -6,15 +6,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from etr_core.toy.functions import FUNCTION_NAMES, FUNCTIONS, get_function
 from etr_core.toy.local_models import LocalStep, all_local_steps, inertia, rms_diagonal_at
 from etr_core.toy.second_order import compare_runs, iterations_table
-from etr_core.viz.landscape import local_steps_figure, paths_figure, run_history_figure
+from etr_core.viz.landscape import add_click_grid, local_steps_figure, paths_figure, run_history_figure
 from ui.common import (
     preset_buttons,
+    show_table,
     url_multiselect,
     url_number,
     url_radio,
@@ -23,6 +23,7 @@ from ui.common import (
     url_toggle,
 )
 from ui.frame import ensure_app_frame
+from ui.interaction import start_setter
 
 ensure_app_frame()
 
@@ -152,18 +153,17 @@ st.caption(
     "Gauss-Newton and saddle-free Newton (damped, λ = 0.1); a start exactly on the saddle."
 )
 
-col_fn, col_point, col_region = st.columns([1.3, 1, 1.2])
-with col_fn:
+# The chart's column comes first, so on a phone (columns stacked) the picture is above the controls.
+chart_col, ctrl_col = st.columns([2.4, 1], gap="medium")
+with ctrl_col:
     name = url_selectbox(
         "Function", "nvt_function", FUNCTION_NAMES, "paper", format_func=lambda n: FUNCTIONS[n].title
     )
-    damping = url_select_slider(
-        "Damping λ for GN and saddle-free Newton (Eq. 37)", "nvt_damping", DAMPINGS, 0.0
-    )
-with col_point:
-    w0 = url_number("Point w₀", "nvt_w0", *COORD, 0.1, step=0.05, format="%.4f")
-    w1 = url_number("Point w₁", "nvt_w1", *COORD, 0.4, step=0.05, format="%.4f")
-with col_region:
+    p1, p2 = st.columns(2)
+    with p1:
+        w0 = url_number("Point w₀", "nvt_w0", *COORD, 0.1, step=0.05, format="%.4f")
+    with p2:
+        w1 = url_number("Point w₁", "nvt_w1", *COORD, 0.4, step=0.05, format="%.4f")
     radius = url_select_slider("Trust-region radius Δ", "nvt_radius", RADII, 0.5)
     norm = url_radio("Norm of the region", "nvt_norm", NORMS, NORMS[0])
     ratio = 1.0
@@ -171,18 +171,17 @@ with col_region:
         ratio = url_select_slider(
             "m₁ / m₀ (the ellipse is ‖s‖_M = sqrt(m₀s₀² + m₁s₁²) ≤ Δ)", "nvt_ratio", RATIOS, 4.0
         )
-
-t1, t2, t3, t4, t5 = st.columns(5)
-with t1:
-    show_newton = url_toggle("Show Newton", "nvt_show_newton", True)
-with t2:
-    show_tr = url_toggle("Show TR", "nvt_show_tr", True)
-with t3:
-    show_gn = url_toggle("Show GN", "nvt_show_gn", False)
-with t4:
-    show_sfn = url_toggle("Show SFN", "nvt_show_sfn", False)
-with t5:
-    show_model = url_toggle("Show model", "nvt_show_model", True)
+    damping = url_select_slider(
+        "Damping λ for GN and saddle-free Newton (Eq. 37)", "nvt_damping", DAMPINGS, 0.0
+    )
+    t1, t2 = st.columns(2)
+    with t1:
+        show_newton = url_toggle("Show Newton", "nvt_show_newton", True)
+        show_tr = url_toggle("Show TR", "nvt_show_tr", True)
+        show_model = url_toggle("Show model", "nvt_show_model", True)
+    with t2:
+        show_gn = url_toggle("Show GN", "nvt_show_gn", False)
+        show_sfn = url_toggle("Show SFN", "nvt_show_sfn", False)
 
 fn = get_function(name)
 w = np.array([float(w0), float(w1)])
@@ -217,7 +216,10 @@ model_keys += [key for key in ("gauss_newton", "saddle_free_newton") if key in s
 models = {key: steps[key] for key in model_keys} if show_model else {}
 region = (float(radius), None if m is None else np.array(m)) if show_tr else None
 fig = local_steps_figure(fn, w, shown, box=box, region=region, models=models)
-st.plotly_chart(fig, key="nvt_local_chart", width="stretch")
+add_click_grid(fig, (max(box[0], COORD[0]), min(box[1], COORD[1]),
+                     max(box[2], COORD[0]), min(box[3], COORD[1])))
+chart_col.plotly_chart(fig, key="nvt_local_chart", width="stretch", selection_mode="points",
+                       on_select=start_setter("nvt_local_chart", "nvt_w0", "nvt_w1", *COORD))
 
 newton = steps["newton"]
 tr = steps["trust_region"]
@@ -243,7 +245,7 @@ if region is not None:
     )
 if outside:
     caption += f" Off the picture: the {', '.join(outside)} step target(s)."
-st.caption(caption)
+chart_col.caption(caption + " Click the landscape to move w.")
 
 if grad_norm == 0.0:
     kind = (
@@ -390,7 +392,7 @@ st.plotly_chart(
     paths_figure(fn, runs, box=box, show_regions=show_regions), key="nvt_paths_chart", width="stretch"
 )
 st.plotly_chart(run_history_figure(runs), key="nvt_history_chart", width="stretch")
-st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+show_table(table)
 
 sentences = []
 for row, run in zip(table, runs.values()):
