@@ -150,7 +150,8 @@ class TrainConfig:
     "authors" (the authors' files, with their warm-up and pivot; labelled). At least one of
     ``max_steps``, ``max_epochs``, ``max_seconds``, ``max_backprops`` must be set. ``max_backprops`` is a
     budget in backprops (gradient backprops + Hessian-vector products, the paper's x-axis): the run stops
-    before the first step that starts at or beyond it, so a TR step may end past it by its own cost. ``checkpoint_every`` (steps) applies
+    before the first step that starts at or beyond it, so a TR step may end past it by its own cost.
+    ``checkpoint_every`` (steps) applies
     when a run folder is given. ``data_options`` go to :func:`etr_core.data.load_dataset`.
     """
 
@@ -824,7 +825,8 @@ class _Trainer:
             return "max_epochs"
         if c.max_seconds is not None and self.clock.elapsed >= c.max_seconds:
             return "max_seconds"
-        if c.max_backprops is not None and self.counters["backward"] + self.counters["hvp"] >= c.max_backprops:
+        used = self.counters["backward"] + self.counters["hvp"]
+        if c.max_backprops is not None and used >= c.max_backprops:
             return "max_backprops"
         return None
 
