@@ -47,7 +47,14 @@ from torch import nn
 from etr_core import devices
 from etr_core._validation import check_choice, check_int, check_positive
 from etr_core.data import DATASET_NAMES, IMAGE_DATASETS, BatchSampler, Dataset, load_dataset
-from etr_core.models import MODEL_NAMES, build_model, count_parameters, is_autoencoder
+from etr_core.models import (
+    MODEL_NAMES,
+    build_model,
+    check_model_shape,
+    count_parameters,
+    is_autoencoder,
+    paper_tr_batch_size,
+)
 
 __all__ = [
     "METHODS",
@@ -256,6 +263,10 @@ class TrainConfig:
                 f"model {self.model!r} reconstructs images in [0, 1]; dataset must be one of "
                 f"{IMAGE_DATASETS}, got {self.dataset!r}"
             )
+        try:
+            check_model_shape(self.model, shape)
+        except ValueError as exc:
+            raise ValueError(f"dataset {self.dataset!r}: {exc}") from None
         if self.is_tr:
             resolve_tr_config(self)  # invalid tr_options / preset combinations fail now
         return self
@@ -290,6 +301,7 @@ _AUTHORS_MODEL = {
     "resnet18": "conv",
     "autoencoder": "autoencoder",
     "autoencoder_small": "autoencoder",
+    "autoencoder_conv": "autoencoder",
 }
 
 
@@ -323,6 +335,10 @@ def resolve_tr_config(config: TrainConfig):
         )
     if config.batch_size is not None:
         options["batch_size"] = config.batch_size
+    elif config.preset == "paper" and "batch_size" not in options:
+        paper_batch = paper_tr_batch_size(config.model, config.dataset)  # ResNet18 on CIFAR-10: 128
+        if paper_batch is not None:
+            options["batch_size"] = paper_batch
     return base.replace(**options)
 
 

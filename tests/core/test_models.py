@@ -8,7 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from etr_core.models import MLP, MODEL_NAMES, Autoencoder, ResNet18, build_model, count_parameters
+from etr_core.models import (
+    MLP,
+    MODEL_NAMES,
+    Autoencoder,
+    ConvAutoencoder,
+    ResNet18,
+    build_model,
+    count_parameters,
+    paper_tr_batch_size,
+)
+from etr_core.training import TrainConfig, resolve_tr_config
 
 
 def dense_count(sizes: list[int]) -> int:
@@ -65,6 +75,8 @@ def test_resnet18_matches_torchvision_parameter_count():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28)])
 def test_forward_shapes(name, shape):
+    if name == "autoencoder_conv" and shape[1] % 8:
+        pytest.skip("the convolutional autoencoder needs sides divisible by 8 (tested below)")
     model = build_model(name, shape, 10)
     out = model(torch.rand(2, *shape))
     expected = (2, int(torch.tensor(shape).prod())) if name.startswith("autoencoder") else (2, 10)
@@ -108,3 +120,50 @@ def test_mlp_rejects_bad_sizes_and_activation():
         MLP([10])
     with pytest.raises(ValueError, match="activation"):
         MLP([4, 2], activation="swishy")
+
+
+def conv_count(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k + c_out
+
+
+def test_cifar_conv_autoencoder_layout_and_parameter_count():
+    # appendix C, B.1 (the PyTorch-CIFAR-10-autoencoder layout): 3-12-24-48 with 4x4 stride-2 layers, mirrored
+    model = build_model("autoencoder_conv", (3, 32, 32), 10)
+    assert isinstance(model, ConvAutoencoder)
+    expected = sum(conv_count(a, b, 4) for a, b in [(3, 12), (12, 24), (24, 48), (48, 24), (24, 12), (12, 3)])
+    assert count_parameters(model) == expected == 47_355
+    codes = model.encoder(torch.rand(2, 3, 32, 32))
+    assert codes.shape == (2, 48, 4, 4)  # each layer halves the side: 32 -> 16 -> 8 -> 4
+    assert [type(m) for m in model.decoder][-1] is nn.ConvTranspose2d  # logits out; BCE with logits
+    x = torch.rand(2, 3, 32, 32)
+    assert model(x).shape == (2, 3 * 32 * 32)
+    rec = model.reconstruct(x)
+    assert rec.shape == x.shape and 0.0 <= float(rec.min()) and float(rec.max()) <= 1.0
+    torch.testing.assert_close(rec.flatten(1), torch.sigmoid(model(x)))
+
+
+@pytest.mark.parametrize(
+    ("model", "dataset", "match"),
+    [
+        ("autoencoder", "cifar10", "autoencoder_conv"),  # never a silent MLP stand-in
+        ("autoencoder_conv", "mnist", "divisible by 8"),
+        ("autoencoder_conv", "fashion_mnist", "divisible by 8"),
+        ("autoencoder_conv", "moons", "reconstructs images"),
+        ("resnet18", "blobs", "image dataset"),
+    ],
+)
+def test_combinations_the_paper_does_not_have_are_clear_errors(model, dataset, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(dataset=dataset, model=model, method="Adam")
+
+
+def test_resnet18_trains_at_the_papers_batch_128_on_cifar10_only():
+    # appendix C, B.1: "Only for the larger ResNet18 on CIFAR-10, we adapted the batch size to 128"
+    assert paper_tr_batch_size("resnet18", "cifar10") == 128
+    assert paper_tr_batch_size("resnet18", "fashion_mnist") is None
+    cifar = TrainConfig(dataset="cifar10", model="resnet18", method="TR_rms")
+    assert resolve_tr_config(cifar).batch_size == 128
+    fmnist = TrainConfig(dataset="fashion_mnist", model="resnet18", method="TR_rms")
+    assert resolve_tr_config(fmnist).batch_size == 512
+    explicit = TrainConfig(dataset="cifar10", model="resnet18", method="TR_rms", batch_size=64)
+    assert resolve_tr_config(explicit).batch_size == 64
