@@ -421,6 +421,7 @@ class _Trainer:
         stop_event: threading.Event | None,
         run_dir: str | os.PathLike | None,
         resume: bool,
+        data: Dataset | None = None,
     ) -> None:
         from etr_core import distributed as etr_dist
 
@@ -434,7 +435,8 @@ class _Trainer:
         self.distributed = self.world > 1
         self.is_main = self.rank == 0
 
-        data = load_dataset(config.dataset, config.data_root, seed=config.seed, **config.data_options)
+        if data is None:
+            data = load_dataset(config.dataset, config.data_root, seed=config.seed, **config.data_options)
         self.task = "autoencoder" if is_autoencoder(config.model) else "classification"
         if self.task == "autoencoder":
             data = data.as_autoencoder()
@@ -930,6 +932,7 @@ def train(
     stop_event: threading.Event | None = None,
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    data: Dataset | None = None,
 ) -> RunResult:
     """Train ``config.model`` on ``config.dataset`` with ``config.method`` (paper section 5).
 
@@ -947,6 +950,9 @@ def train(
     :mod:`etr_core.results`); ``resume=True`` continues from its last checkpoint, and the continued
     run reproduces an uninterrupted one bit for bit on CPU. Under ``torchrun`` each rank trains on its
     shard of every batch and only rank 0 writes files and calls callbacks.
+
+    ``data``: the dataset :func:`dataset_for` would load for ``config``, already loaded (e.g. one
+    read-only copy shared by several runs in one process); it is used as given, never modified.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -961,7 +967,7 @@ def train(
 
         etr_dist.setup()
     with _Threads(config.num_threads):
-        trainer = _Trainer(config, callbacks, stop_event, run_dir, resume)
+        trainer = _Trainer(config, callbacks, stop_event, run_dir, resume, data)
         try:
             return trainer.run()
         finally:

@@ -1,33 +1,41 @@
 """Live training: ellipsoidal vs spherical trust regions vs first-order methods (paper section 5).
 
-The training runs in a background worker (``etr_core.live.LiveRun``); this page only starts and
-stops it and redraws a snapshot of its histories every half second while it runs.
+A run belongs to the server (``etr_core.live.default_registry``): it trains in a worker process,
+its id goes into the URL (``?run=<id>``), and any tab with that link re-attaches to it, running or
+finished, with every curve, the summary and the CSV. This page only submits, stops and draws; each
+poll asks the run for the rows it has not seen yet and rebuilds the charts only when there are some.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
+from dataclasses import dataclass, field
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from etr_core.data import FILE_DATASETS
+from etr_core.data import FILE_DATASETS, available_datasets
 from etr_core.devices import describe_device
 from etr_core.devices import device as resolve_device
 from etr_core.live import (
     EVAL_COLUMNS,
     STEP_COLUMNS,
+    STEP_EXTRAS,
     LiveRun,
-    RunHolder,
+    LiveSnapshot,
+    RunRefused,
     comparison_configs,
+    default_registry,
     describe_race,
-    local_dataset_status,
+    env_limit,
     max_steps_cap,
     metrics_csv,
-    release_holder,
+    start_worker_server,
     summarize,
-    warm_up_training,
+    valid_run_id,
 )
 from etr_core.models import MODEL_DESCRIPTIONS
 from etr_core.training import METHODS
@@ -52,7 +60,9 @@ from ui.frame import ensure_app_frame
 ensure_app_frame()
 
 P = "lt"  # widget-key prefix of this page
-POLL_SECONDS = 0.5
+POLL_TRAINING_S = 1.0  # charts of a training run
+POLL_QUEUED_S = 2.0  # a queued run shows one status line
+LIVE_POINTS, FINAL_POINTS = 600, 1500  # points per curve while training / once ended
 
 TR_METHODS = [m for m, spec in METHODS.items() if spec.family == "tr"]
 FIRST_ORDER = [m for m, spec in METHODS.items() if spec.family != "tr"]
@@ -78,7 +88,8 @@ SUMMARY_LABELS = {
     "final_train_acc": "train acc.", "final_test_acc": "test acc.",
     "backprops_to_acc": "backprops to acc. target",
     "seconds_to_acc": "seconds to acc. target", "backprops_to_loss": "backprops to loss target",
-    "seconds_to_loss": "seconds to loss target",
+    "seconds_to_loss": "seconds to loss target", "detail": "why it ended early",
+    "warnings": "optimiser warnings",
 }
 TR_KNOBS = ("radius", "max_radius", "eta1", "eta2", "gamma1")
 TABLE1 = {  # paper appendix C, Table 1
@@ -87,74 +98,126 @@ TABLE1 = {  # paper appendix C, Table 1
 }
 
 
-@st.cache_resource(scope="session", on_release=release_holder, show_spinner=False)
-def run_holder() -> RunHolder:
-    """This browser session's run; released (run stopped) when the session ends."""
-    return RunHolder()
+@st.cache_resource(show_spinner=False)
+def worker_server() -> float:
+    """Start the fork server the training workers come from, once per server process."""
+    return start_worker_server()
 
 
-@st.cache_resource(show_spinner="Preparing the training worker (once per server process)...")
-def warm_up_worker() -> float:
-    """One tiny run per process so a fresh worker never pays lazy imports under GIL contention."""
-    return warm_up_training()
-
-
-@st.cache_data(max_entries=16, ttl=60, show_spinner=False)
-def dataset_status(name: str) -> tuple[bool, str]:
-    return local_dataset_status(name)
+@st.cache_data(ttl=60, show_spinner=False)
+def file_datasets_present() -> list[str]:
+    """File data sets whose files are under ``ETR_DATA`` (presence only; read by the worker)."""
+    return [name for name in available_datasets() if name in FILE_DATASETS]
 
 
 def _state(key: str):
     return st.session_state[f"{P}_{key}"]
 
 
-def start_run(holder: RunHolder) -> None:
-    """Start button: build one config per method from the widgets and start the worker."""
+def _owner() -> str:
+    """This browser session's token (the per-session cap counts the runs it started)."""
+    return st.session_state.setdefault(f"{P}_owner", secrets.token_hex(8))
+
+
+def _url_run_id() -> tuple[str | None, bool]:
+    """The run id in ``?run=`` (the last well-formed one if repeated) and whether a bad one was given."""
+    try:
+        values = [str(v) for v in st.query_params.get_all("run")]
+    except Exception:  # no query string available (bare script run)
+        return None, False
+    good = [v for v in values if valid_run_id(v)]
+    return (good[-1] if good else None), bool(values) and not good
+
+
+def start_run() -> None:
+    """Start button: one config per method from the widgets; the run is filed under a new id."""
     st.session_state[f"{P}_start_error"] = None
     methods = list(_state("methods"))
     try:
         dataset = _state("dataset")
         data_options = {"max_train": int(_state("max_train"))} if dataset in FILE_DATASETS else {}
         configs = comparison_configs(
-            methods,
-            dataset=dataset,
-            model=_state("model"),
-            seed=global_seed(),
-            tr_batch_size=int(_state("tr_batch")),
-            first_order_batch_size=int(_state("fo_batch")),
+            methods, dataset=dataset, model=_state("model"), seed=global_seed(),
+            tr_batch_size=int(_state("tr_batch")), first_order_batch_size=int(_state("fo_batch")),
             learning_rates={m: float(st.session_state.get(f"{P}_lr_{m}", METHODS[m].default_lr))
                             for m in methods if m in FIRST_ORDER},
             tr_options={name: float(_state(name)) for name in TR_KNOBS},
             gamma2={"TR_uni": float(_state("gamma2_uni")), "TR_ada": float(_state("gamma2_uni")),
                     "TR_rms": float(_state("gamma2_rms"))},
-            max_steps=int(_state("max_steps")),
-            eval_every=int(_state("eval_every")),
-            device=_state("device"),
-            data_options=data_options,
+            max_steps=int(_state("max_steps")), eval_every=int(_state("eval_every")),
+            device=_state("device"), data_options=data_options,
         )
-        run = LiveRun(configs, max_seconds=float(_state("max_seconds")), max_backprops=int(_state("budget")),
-                      schedule=_state("schedule"))
-    except (ValueError, TypeError) as exc:
+        settings = {"accuracy_target": float(_state("acc_target")),
+                    "loss_target": float(_state("loss_target")),
+                    "eta1": float(_state("eta1")), "eta2": float(_state("eta2"))}
+        run = default_registry().submit(
+            configs, owner=_owner(), max_seconds=float(_state("max_seconds")),
+            max_backprops=int(_state("budget")), schedule=_state("schedule"),
+            nice=int(env_limit("ETR_LIVE_NICE")), settings=settings)
+    except (ValueError, TypeError, RunRefused) as exc:
         st.session_state[f"{P}_start_error"] = str(exc)
         return
-    holder.replace(run)
-    run.start()
-    st.session_state[f"{P}_settings"] = {
-        "accuracy_target": float(_state("acc_target")), "loss_target": float(_state("loss_target")),
-        "eta1": float(_state("eta1")), "eta2": float(_state("eta2")),
-    }
+    st.query_params["run"] = run.id
 
 
-def stop_run(holder: RunHolder) -> None:
-    """Stop button: only signals the worker; it stops after its current step."""
-    run = holder.run
+def stop_run(run_id: str) -> None:
+    """Stop button: only signals the worker; it stops after its current step, keeping every row."""
+    run = default_registry().get(run_id)
     if run is not None:
         run.stop()
 
 
-warm_up_worker()
-holder = run_holder()
-run: LiveRun | None = holder.run
+@dataclass
+class RunView:
+    """What this session has received of one run: the rows so far and the figures built from them."""
+
+    run_id: str
+    steps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*STEP_COLUMNS, *STEP_EXTRAS]))
+    evals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(EVAL_COLUMNS)))
+    figures_key: tuple | None = None
+    figures: tuple[go.Figure, ...] = ()
+    csv: bytes | None = None
+
+    def receive(self, run: LiveRun) -> tuple[LiveSnapshot, bool]:
+        """Ask only for rows not seen yet; returns the snapshot and whether anything new came."""
+        snap = run.snapshot(steps_since=len(self.steps), evals_since=len(self.evals))
+        new = len(snap.steps) > 0 or len(snap.evals) > 0
+        if len(snap.steps):
+            self.steps = snap.steps if self.steps.empty else pd.concat([self.steps, snap.steps])
+        if len(snap.evals):
+            self.evals = snap.evals if self.evals.empty else pd.concat([self.evals, snap.evals])
+        return snap, new
+
+    def charts(self, snap: LiveSnapshot, x: str, log_y: bool) -> tuple[go.Figure, ...]:
+        """The four figures, rebuilt only when rows, method states, axis or scale changed."""
+        ends = {m: s for m, s in snap.method_status.items() if s in ("converged", "stalled", "diverged")}
+        key = (len(self.steps), len(self.evals), tuple(sorted(ends.items())), x, log_y, snap.running)
+        if key != self.figures_key:
+            settings, points = snap.settings, LIVE_POINTS if snap.running else FINAL_POINTS
+            kw = {"x": x, "methods": snap.methods, "max_points": points}
+            self.figures = (
+                loss_figure(self.steps, self.evals, log_y=log_y, loss_target=settings.get("loss_target"),
+                            ends=ends, **kw),
+                accuracy_figure(self.evals, accuracy_target=settings.get("accuracy_target"), **kw),
+                cg_iterations_figure(self.steps, **kw),
+                trust_region_figure(self.steps, eta1=settings.get("eta1"), eta2=settings.get("eta2"),
+                                    ends=ends, **kw),
+            )
+            self.figures_key = key
+        return self.figures
+
+
+def _view(run_id: str) -> RunView:
+    view = st.session_state.get(f"{P}_view")
+    if not isinstance(view, RunView) or view.run_id != run_id:
+        view = RunView(run_id)
+        st.session_state[f"{P}_view"] = view
+    return view
+
+
+worker_server()
+run_id, bad_run_id = _url_run_id()
+run: LiveRun | None = default_registry().get(run_id) if run_id else None
 
 st.title("Live training: do ellipsoidal trust regions train faster?")
 st.markdown(
@@ -162,29 +225,39 @@ st.markdown(
     "(**TR_ada**, **TR_rms**) and first-order methods, and watch the loss fall against the paper's "
     "cost unit, backpropagations (Figs. 3 and 4)."
 )
+if bad_run_id:
+    st.warning("The link's `run` value is not a run id; showing a new comparison instead.")
+elif run_id and run is None:
+    st.warning(
+        f"Run `{run_id}` is not on this server (any more). Finished runs are kept for "
+        f"{env_limit('ETR_LIVE_KEEP_SECONDS') / 60:g} minutes, at most the last "
+        f"{env_limit('ETR_LIVE_KEEP_RUNS')}, and all runs are lost when the server restarts."
+    )
 
 # ---------------------------------------------------------------- controls
-available_files = [name for name in FILE_DATASETS if dataset_status(name)[0]]
+files_here = file_datasets_present()
 col_data, col_methods, col_budget = st.columns(3)
 with col_data:
-    dataset = url_selectbox("Data set", f"{P}_dataset", GENERATED + available_files, "digits",
+    dataset = url_selectbox("Data set", f"{P}_dataset", GENERATED + files_here, "digits",
                             format_func=lambda n: DATASET_LABELS.get(n, n))
-    missing = [name for name in FILE_DATASETS if name not in available_files and name != "mnist"]
+    if dataset == "fashion_mnist":
+        st.caption("If these are the project's shared files, their train/test split is reconstructed "
+                   "(see the data README): report results as *Fashion-MNIST (reconstructed split)*.")
+    missing = [name for name in FILE_DATASETS if name not in files_here]
     if missing:
-        with st.expander("Fashion-MNIST / CIFAR-10 (paper data sets)"):
-            for name in missing:
-                st.caption(dataset_status(name)[1])
+        st.caption(f"Not on this server: {', '.join(DATASET_LABELS[n].split(' (')[0] for n in missing)} "
+                   "(put the files under the folder named by ETR_DATA).")
     if dataset in FILE_DATASETS:
         url_select_slider("Training examples used", f"{P}_max_train", [1000, 2000, 5000, 10000, 20000, 60000],
-                          5000, help="Large sets are cut to their first examples to keep the live run short.")
+                          5000, help="The worker keeps a copy of the first examples only.")
     model = url_selectbox("Network", f"{P}_model", NETWORKS, "mlp_small",
                           format_func=lambda n: f"{n}: {MODEL_DESCRIPTIONS[n]}")
     devices_offered = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     chosen_device = url_selectbox("Device", f"{P}_device", devices_offered, "auto",
                                   format_func=lambda d: {"auto": "auto (CUDA when present)"}.get(d, d))
     runs_on = describe_device(resolve_device(chosen_device))
-    st.caption(f"Runs on **{runs_on.split(' (')[0]}**" + (", one torch thread per method" if
-               runs_on.startswith("cpu") else f" ({runs_on})"))
+    st.caption(f"Runs on **{runs_on.split(' (')[0]}** in a worker process" +
+               (", one torch thread" if runs_on.startswith("cpu") else f" ({runs_on})"))
 with col_methods:
     methods = url_multiselect("Methods", f"{P}_methods", list(METHODS), ["TR_uni", "TR_rms", "Adam"],
                               help="TR_* are the second-order trust-region methods of Algorithm 1; the "
@@ -193,10 +266,12 @@ with col_methods:
     url_select_slider("First-order batch size (paper: 32)", f"{P}_fo_batch", [8, 16, 32, 64, 128, 256], 32)
     url_radio("Order of the methods", f"{P}_schedule", list(SCHEDULE_LABELS), "backprops",
               format_func=SCHEDULE_LABELS.get, horizontal=False,
-              help="Interleaving lets all curves grow together; one thread computes at a time either way.")
+              help="Interleaving lets all curves grow together; one method computes at a time either way.")
 with col_budget:
     url_select_slider("Budget per method (backprops)", f"{P}_budget",
-                      [100, 200, 500, 1000, 2000, 5000, 10000, 20000], 2000)
+                      [100, 200, 500, 1000, 2000, 5000, 10000, 20000], 2000,
+                      help="With Table 1's Δ₀ = 1e-4 and γ₁ = 1.1 the radius reaches 0.1 after roughly "
+                      "150-200 backprops on digits; 2,000 leave room for the race after that.")
     url_select_slider("Max steps per method", f"{P}_max_steps",
                       [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000], 5000)
     if max_steps_cap() is not None:
@@ -229,68 +304,69 @@ with st.expander("Trust-region parameters (paper Table 1) and first-order step s
         if not any(m in FIRST_ORDER for m in methods):
             st.caption("Select a first-order method to set its step size.")
 
-running = run is not None and run.running
+active = run is not None and run.running
 buttons = st.columns([1, 1, 6])
-buttons[0].button("Start", key=f"{P}_start", type="primary", on_click=start_run, args=(holder,),
-                  disabled=running or not methods)
-buttons[1].button("Stop", key=f"{P}_stop", on_click=stop_run, args=(holder,), disabled=not running)
+buttons[0].button("Start", key=f"{P}_start", type="primary", on_click=start_run,
+                  disabled=active or not methods)
+buttons[1].button("Stop", key=f"{P}_stop", on_click=stop_run, args=(run_id or "",), disabled=not active)
 if not methods:
     buttons[2].warning("Select at least one method.")
+elif run is not None:
+    buttons[2].caption(f"Run `{run.id}`: this page's link re-attaches to it from any tab, also after "
+                       "the run ends.")
 start_error = st.session_state.get(f"{P}_start_error")
 if start_error:
     st.error(f"Could not start: {start_error}")
 
-view = st.columns([3, 2])
-with view[0]:
+view_cols = st.columns([3, 2])
+with view_cols[0]:
     x_axis = url_radio("x-axis", f"{P}_x", list(X_AXES), "backprops", horizontal=True,
                        format_func=X_LABELS.get)
-with view[1]:
+with view_cols[1]:
     log_y = url_toggle("Log-scale loss axis", f"{P}_log", True)
+
+poll = None
+if active:
+    poll = POLL_QUEUED_S if run.status == "queued" else POLL_TRAINING_S
 
 
 # ---------------------------------------------------------------- live part
-@st.fragment(run_every=POLL_SECONDS if running else None)
+@st.fragment(run_every=poll)
 def live_view() -> None:
-    current = holder.run
-    settings = st.session_state.get(f"{P}_settings") or {}
+    current = default_registry().get(run_id) if run_id else None
     if current is None:
-        empty_steps, empty_evals = pd.DataFrame(columns=STEP_COLUMNS), pd.DataFrame(columns=EVAL_COLUMNS)
-        st.plotly_chart(loss_figure(empty_steps, empty_evals, x=x_axis, log_y=log_y),
-                        key=f"{P}_loss_chart", width="stretch")
+        empty = pd.DataFrame(columns=list(STEP_COLUMNS)), pd.DataFrame(columns=list(EVAL_COLUMNS))
+        st.plotly_chart(loss_figure(*empty, x=x_axis, log_y=log_y), key=f"{P}_loss_chart", width="stretch")
         st.info("Choose the methods and press **Start**. Curves appear here as the worker trains.")
         return
-    snap = current.snapshot()
+    view = _view(current.id)
+    snap, _ = view.receive(current)
     st.progress(snap.progress, text=f"{snap.status} · {snap.elapsed:.1f} s · {snap.message}")
-    if snap.status.startswith("failed"):
-        st.error(snap.status)
+    if snap.queued:
+        st.info("This run waits for a training slot; the charts appear when it starts.")
+        return
+    if snap.status == "failed":
+        st.error(snap.message)
     for method, error in snap.errors.items():
-        if snap.method_status.get(method) == "diverged":
-            st.warning(f"{method} diverged: {error}")
-    st.plotly_chart(
-        loss_figure(snap.steps, snap.evals, x=x_axis, log_y=log_y, methods=snap.methods,
-                    loss_target=settings.get("loss_target")),
-        key=f"{P}_loss_chart", width="stretch",
-    )
+        label = "diverged" if snap.method_status.get(method) == "diverged" else "failed"
+        st.warning(f"{method} {label}: {error}")
+    loss, acc, cg, tr = view.charts(snap, x_axis, log_y)
+    st.plotly_chart(loss, key=f"{P}_loss_chart", width="stretch")
     left, right = st.columns(2)
-    with left:
-        st.plotly_chart(accuracy_figure(snap.evals, x=x_axis, methods=snap.methods,
-                                        accuracy_target=settings.get("accuracy_target")),
-                        key=f"{P}_acc_chart", width="stretch")
-    with right:
-        st.plotly_chart(cg_iterations_figure(snap.steps, x=x_axis, methods=snap.methods),
-                        key=f"{P}_cg_chart", width="stretch")
-    st.plotly_chart(trust_region_figure(snap.steps, x=x_axis, methods=snap.methods,
-                                        eta1=settings.get("eta1"), eta2=settings.get("eta2")),
-                    key=f"{P}_tr_chart", width="stretch")
+    left.plotly_chart(acc, key=f"{P}_acc_chart", width="stretch")
+    right.plotly_chart(cg, key=f"{P}_cg_chart", width="stretch")
+    st.plotly_chart(tr, key=f"{P}_tr_chart", width="stretch")
 
+    settings = snap.settings
     loss_target, acc_target = settings.get("loss_target"), settings.get("accuracy_target")
-    summary = summarize(snap.steps, snap.evals, methods=snap.methods, statuses=snap.method_status,
-                        loss_target=loss_target, accuracy_target=acc_target)
+    summary = summarize(view.steps, view.evals, methods=snap.methods, statuses=snap.method_status,
+                        loss_target=loss_target, accuracy_target=acc_target, notes=snap.notes,
+                        warnings=snap.warnings)
     if acc_target is not None:
         st.markdown(describe_race(summary, "backprops_to_acc", f"{acc_target:.0%} training accuracy"))
     if snap.running:
         return
-    if running:  # the timer was set for this run: one full rerun drops it
+    if active:  # the timer was set for this run: one full rerun drops it and enables Start
         st.rerun()
     if snap.status == "finished":
         st.success(f"Run finished. {snap.message}")
@@ -298,12 +374,11 @@ def live_view() -> None:
         st.info(f"Run stopped. {snap.message}")
     if loss_target is not None:
         st.markdown(describe_race(summary, "backprops_to_loss", f"a training loss of {loss_target:g}"))
-    st.dataframe(
-        summary.rename(columns=SUMMARY_LABELS),
-        key=f"{P}_summary", hide_index=True, width="stretch",
-    )
-    st.download_button("Download the run's metrics (CSV)", metrics_csv(snap.steps, snap.evals),
-                       file_name="live_training_metrics.csv", mime="text/csv", key=f"{P}_download")
+    st.dataframe(summary.rename(columns=SUMMARY_LABELS), key=f"{P}_summary", hide_index=True, width="stretch")
+    if view.csv is None:
+        view.csv = metrics_csv(view.steps, view.evals)
+    st.download_button("Download the run's metrics (CSV)", view.csv,
+                       file_name=f"live_training_{current.id}.csv", mime="text/csv", key=f"{P}_download")
 
 
 live_view()
@@ -337,4 +412,11 @@ st.markdown(
     "product inside CG, so counting backprops (not steps) compares methods at equal work. "
     "Switch the x-axis to *epochs* to see the price of the larger TR batch (Fig. 9), or to *seconds* for "
     "wall-clock cost (Fig. 10)."
+)
+st.caption(
+    "A method is marked **converged** when its training loss reaches the rounding floor of float32 "
+    "(1.2e-7), and **stalled** when all of its last 50 trust-region steps were rejected or its radius fell "
+    "below 1e-10; either way it stops and leaves its budget unused. Runs belong to the server: at most "
+    f"{env_limit('ETR_LIVE_MAX_RUNS')} train at once (the rest queue, first come first served), one "
+    "per browser session."
 )

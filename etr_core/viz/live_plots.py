@@ -7,7 +7,9 @@ methods are drawn solid, first-order baselines dashed. Series are thinned to at 
 ``max_points`` points (evenly spaced, first and last kept) so the browser stays responsive, and
 go into the figures as numpy arrays (compact base64 in the figure JSON, no per-element
 validation), except in the main loss figure: there plain lists keep ``gd.data[i].x`` an ordinary
-array in the browser, which page-level browser checks count to see the chart grow.
+array in the browser, which page-level browser checks count to see the chart grow. A method that
+ended early (``ends``: converged, stalled, diverged) gets a labelled cross at its last point in the
+loss and radius figures.
 """
 
 from __future__ import annotations
@@ -122,6 +124,19 @@ def _xy(frame: pd.DataFrame, method: str, x_col: str, y_col: str, max_points: in
     return x[keep], y[keep], rows[keep]
 
 
+def _end_marker(fig: go.Figure, method: str, status: str, x: np.ndarray, y: np.ndarray,
+                **where: int) -> None:
+    """A cross with the word ``status`` at the last point of a curve (nothing for an empty one)."""
+    if not len(x):
+        return
+    fig.add_trace(go.Scatter(
+        x=x[-1:], y=y[-1:], mode="markers+text", name=f"{method} {status}", legendgroup=method,
+        showlegend=False, text=[status], textposition="top center",
+        marker={"symbol": "x", "size": 11, "color": method_color(method), "line": {"width": 1}},
+        textfont={"color": method_color(method)},
+    ), **where)
+
+
 def _waiting(fig: go.Figure, text: str) -> go.Figure:
     fig.add_annotation(text=text, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
                        font={"size": 14, "color": "#666"})
@@ -151,6 +166,7 @@ def loss_figure(
     loss_target: float | None = None,
     max_points: int = 1500,
     height: int = 430,
+    ends: dict[str, str] | None = None,
 ) -> go.Figure:
     """Loss against backprops / epochs / seconds for every method (paper Figs. 3, 4, 9, 10).
 
@@ -175,6 +191,8 @@ def loss_figure(
             name=f"{method} (training set)", legendgroup=method,
             line={"color": color, "width": 2.5, "dash": _dash(method)}, marker={"size": 5},
         ))
+        if (ends or {}).get(method):
+            _end_marker(fig, method, ends[method], *((fx, fy) if len(fx) else (bx, by)))
     if loss_target is not None and math.isfinite(loss_target) and loss_target > 0:
         fig.add_hline(y=loss_target, line={"color": "#2CA02C", "dash": "dot"},
                       annotation_text=f"target loss {loss_target:g}", annotation_position="bottom right")
@@ -230,11 +248,13 @@ def trust_region_figure(
     eta2: float | None = None,
     max_points: int = 1500,
     height: int = 520,
+    ends: dict[str, str] | None = None,
 ) -> go.Figure:
     """Trust-region radius Δ_t (log scale) and reduction ratio ρ_t per step for the TR methods
     (Algorithm 1, lines 5-7). ρ is clipped to :data:`RHO_CLIP` for display (a non-finite ρ, i.e. a
     rejected step with a non-finite trial loss, sits at the lower bound); rejected steps are drawn
-    as open circles; ``eta1``/``eta2`` add the acceptance and growth thresholds."""
+    as open circles; ``eta1``/``eta2`` add the acceptance and growth thresholds; ``ends`` marks
+    methods that ended early (a labelled cross at the last radius)."""
     x_col, x_title = _x_column(x)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
     tr_methods = [m for m in _methods((steps,), methods) if is_trust_region(m)]
@@ -245,6 +265,8 @@ def trust_region_figure(
             x=rx, y=ry, mode="lines", name=f"{method} radius",
             legendgroup=method, line={"color": color, "width": 2},
         ), row=1, col=1)
+        if (ends or {}).get(method):
+            _end_marker(fig, method, ends[method], rx, ry, row=1, col=1)
         # -inf is the ratio of a rejected non-finite trial: show it at the bottom, not drop it
         qx, qy, rows = _xy(steps, method, x_col, "rho", max_points, keep_neg_inf=True)
         qy = np.clip(qy, *RHO_CLIP)

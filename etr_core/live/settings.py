@@ -1,0 +1,148 @@
+"""Server-wide limits of live training (environment variables) and building a comparison.
+
+Every limit is read from the environment when first needed, so an operator sets them where the
+server starts (``ETR_LIVE_MAX_RUNS=1 streamlit run app.py``). Bad values raise ``ValueError`` naming
+the variable, its value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from etr_core._validation import check_choice
+
+__all__ = [
+    "LIMITS",
+    "comparison_configs",
+    "env_limit",
+    "local_dataset_status",
+    "max_concurrent_runs",
+    "max_steps_cap",
+]
+
+# variable -> (default, minimum, maximum, meaning); None as default means "no limit"
+LIMITS: dict[str, tuple[int | None, int, int, str]] = {
+    "ETR_LIVE_MAX_RUNS": (2, 1, 64, "runs that train at the same time on this server"),
+    "ETR_LIVE_MAX_RUNS_PER_SESSION": (1, 1, 64, "runs one browser session may have training or queued"),
+    "ETR_LIVE_MAX_QUEUE": (16, 0, 1000, "runs that may wait for a training slot"),
+    "ETR_LIVE_KEEP_RUNS": (20, 1, 10_000, "finished runs kept for re-attaching"),
+    "ETR_LIVE_KEEP_SECONDS": (3600, 1, 7 * 86400, "seconds a finished run is kept after it ended"),
+    "ETR_LIVE_MAX_ROWS": (2_000_000, 1000, 10**9, "recorded rows kept over all finished runs"),
+    "ETR_LIVE_QUEUE_SECONDS": (900, 1, 86400, "seconds a run may wait for a slot before it gives up"),
+    "ETR_LIVE_UNWATCHED_SECONDS": (60, 1, 86400, "seconds a queued run nobody looks at is kept"),
+    "ETR_LIVE_NICE": (10, 0, 19, "CPU priority decrease of worker processes"),
+    "ETR_LIVE_MAX_STEPS_CAP": (None, 1, 10**9, "steps per method at most"),
+}
+MAX_RUNS_ENV = "ETR_LIVE_MAX_RUNS"
+MAX_STEPS_CAP_ENV = "ETR_LIVE_MAX_STEPS_CAP"
+
+
+def env_limit(name: str) -> int | None:
+    """The value of limit ``name`` (a key of :data:`LIMITS`) from the environment, else its default."""
+    default, low, high, meaning = LIMITS[name]
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{name} ({meaning}) must be an integer in [{low}, {high}], got {raw!r}")
+    return value
+
+
+def max_steps_cap() -> int | None:
+    """Server-wide cap on steps per method (``$ETR_LIVE_MAX_STEPS_CAP``); ``None`` when unset."""
+    return env_limit(MAX_STEPS_CAP_ENV)
+
+
+def max_concurrent_runs() -> int:
+    """Runs that may train at once on this server (``$ETR_LIVE_MAX_RUNS``, 1..64, default 2)."""
+    return int(env_limit(MAX_RUNS_ENV))
+
+
+def comparison_configs(
+    methods: Sequence[str],
+    *,
+    dataset: str = "digits",
+    model: str = "mlp_small",
+    seed: int = 0,
+    tr_batch_size: int | None = None,
+    first_order_batch_size: int | None = None,
+    learning_rates: dict[str, float] | None = None,
+    tr_options: dict[str, Any] | None = None,
+    gamma2: dict[str, float] | None = None,
+    max_steps: int | None = 1000,
+    eval_every: int = 5,
+    device: str = "auto",
+    data_options: dict[str, Any] | None = None,
+    data_root: str | os.PathLike | None = None,
+) -> list[Any]:
+    """One :class:`etr_core.training.TrainConfig` per method, sharing data, network, seed and budget.
+
+    TR methods get ``tr_options`` (paper Table 1 names: ``radius``, ``max_radius``, ``eta1``,
+    ``eta2``, ``gamma1``) plus their own ``gamma2[method]`` where given (Table 1: 1.5 for
+    ``TR_uni``/``TR_ada``, 1.75 for ``TR_rms``) and ``tr_batch_size``; first-order methods get
+    ``learning_rates[method]`` and ``first_order_batch_size`` (the paper fixes 32 and grid-searches
+    the step, section 5). ``max_steps`` is lowered to :func:`max_steps_cap` where that is set. File
+    data sets are read from ``data_root`` (resolved now: ``$ETR_DATA`` or ``./data``), so a worker
+    process reads the same folder as the server. Every config is validated on construction.
+    """
+    from etr_core.data import FILE_DATASETS, default_root
+    from etr_core.training import METHODS, TrainConfig
+
+    methods = list(methods)
+    if not methods:
+        raise ValueError("methods must name at least one method, got an empty selection")
+    cap = max_steps_cap()
+    if cap is not None:
+        max_steps = cap if max_steps is None else min(max_steps, cap)
+    root = str(default_root(data_root).resolve()) if dataset in FILE_DATASETS else None
+    configs = []
+    for method in methods:
+        check_choice("method", method, METHODS)
+        common = dict(dataset=dataset, model=model, method=method, seed=seed, max_steps=max_steps,
+                      eval_every=eval_every, device=device, data_options=dict(data_options or {}),
+                      data_root=root)
+        if METHODS[method].family == "tr":
+            options = dict(tr_options or {})
+            if gamma2 and method in gamma2:
+                options["gamma2"] = gamma2[method]
+            configs.append(TrainConfig(**common, batch_size=tr_batch_size, tr_options=options))
+        else:
+            lr = (learning_rates or {}).get(method)
+            configs.append(TrainConfig(**common, batch_size=first_order_batch_size, lr=lr))
+    return configs
+
+
+_IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+              "t10k-labels-idx1-ubyte")
+_CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+
+
+def local_dataset_status(name: str, root: str | os.PathLike | None = None) -> tuple[bool, str]:
+    """Whether a file dataset (``mnist``, ``fashion_mnist``, ``cifar10``) is on disk, without reading
+    it, and a message naming the missing files and where they go (layout of :mod:`etr_core.data`).
+    Bundled and generated datasets are always available."""
+    from etr_core.data import FILE_DATASETS, default_root
+
+    if name not in FILE_DATASETS:
+        return True, f"{name} needs no files."
+    base = default_root(root)
+    if name == "cifar10":
+        folder = base / "cifar10" / "cifar-10-batches-py"
+        missing = [f for f in _CIFAR_FILES if not (folder / f).exists()]
+    else:
+        folder = base / name
+        missing = [f"{stem}.gz" for stem in _IDX_STEMS
+                   if not ((folder / stem).exists() or (folder / f"{stem}.gz").exists())]
+    if not missing:
+        return True, f"{name}: files found in {folder}."
+    return False, (
+        f"{name} is not on this server. Put {', '.join(missing)} into {folder} (or set ETR_DATA to the "
+        f"folder that holds '{folder.relative_to(base).parts[0]}/'); `etr download {name}` fetches them "
+        "where internet access is available."
+    )

@@ -1,0 +1,166 @@
+"""The worker process of one live run: trains outside the server's Python process.
+
+The server starts :func:`worker_main` with the ``forkserver`` start method (``spawn`` where that
+does not exist): the fork server imports torch and the training code once (``PRELOAD``), and every
+run forks from it in milliseconds. A worker never touches the server's interpreter, so its
+``torch.set_num_threads`` and its warnings stay its own. It lowers its CPU priority (``nice``) so
+page loads win over training on a busy machine, loads the data set once and shares it read-only
+between all methods of the run, and sends its records to the server in batches over a pipe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from etr_core.live.engine import RunEngine
+from etr_core.live.history import FAILED
+from etr_core.live.monitor import StallRule, WarningCounter
+
+__all__ = ["PRELOAD", "WorkerSpec", "mp_context", "shared_dataset", "worker_main"]
+
+PRELOAD = ["etr_core.live.worker", "etr_core.training", "etr_core.optim", "torch._dynamo",
+           "sklearn.model_selection"]
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker needs, all picklable: the configs, the limits and how to behave."""
+
+    run_id: str
+    configs: list[Any]
+    max_seconds: float | None = None
+    max_backprops: int | None = None
+    schedule: str = "backprops"
+    torch_threads: int | None = 1
+    nice: int = 10
+    stall_rule: StallRule | None = field(default_factory=StallRule)
+    train_fn: Any = None
+    share_data: bool = True
+
+
+def mp_context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` (with :data:`PRELOAD` imported once in the fork server) where available, else
+    ``spawn``. Never ``fork``: the server has threads, and a forked copy of a threaded process may hang."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def shared_dataset(configs: list[Any]) -> Any:
+    """One dataset for every config when they all read the same data (dataset, root, seed, options,
+    task), on their device and dtype, else ``None`` (each method then loads its own). ``max_train``
+    keeps a copy of the first examples, so the full file's arrays are freed."""
+    from etr_core import devices
+    from etr_core.models import is_autoencoder
+    from etr_core.training import DTYPES, dataset_for
+
+    def key(c: Any) -> tuple:
+        return (c.dataset, c.data_root, c.seed, sorted(c.data_options.items()), is_autoencoder(c.model),
+                str(devices.device(c.device)), c.dtype)
+
+    if not configs or any(key(c) != key(configs[0]) for c in configs[1:]):
+        return None
+    first = configs[0]
+    data = dataset_for(first)
+    device, dtype = devices.device(first.device), DTYPES[first.dtype]
+    from dataclasses import replace
+
+    import torch
+
+    def move(t: Any, floating: bool) -> Any:
+        return t.to(device, dtype if floating else t.dtype)
+
+    auto = data.task == "autoencoder"
+    return replace(data, train_x=move(data.train_x, True), test_x=move(data.test_x, True),
+                   train_y=move(data.train_y, auto) if auto else data.train_y.to(device, torch.int64),
+                   test_y=move(data.test_y, auto) if auto else data.test_y.to(device, torch.int64))
+
+
+class PipeSink:
+    """Sends engine events over a pipe: step/eval rows in batches (every ``interval`` seconds, or at
+    ``max_rows``), any other event at once and after the rows before it, so order is kept."""
+
+    def __init__(self, conn: Any, interval: float = 0.1, max_rows: int = 500) -> None:
+        self.conn = conn
+        self.interval = interval
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._rows: dict[str, list[dict]] = {"steps": [], "evals": []}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._flush_loop, name="etr-live-sink", daemon=True)
+        self._thread.start()
+
+    def __call__(self, event: tuple) -> None:
+        with self._lock:
+            if event[0] in self._rows:
+                self._rows[event[0]].extend(event[1])
+                if len(self._rows[event[0]]) >= self.max_rows:
+                    self._flush_locked()
+                return
+            self._flush_locked()
+            self.conn.send(event)
+
+    def _flush_locked(self) -> None:
+        for kind, rows in self._rows.items():
+            if rows:
+                self.conn.send((kind, rows))
+                self._rows[kind] = []
+
+    def _flush_loop(self) -> None:
+        while not self._done.wait(self.interval):
+            with self._lock:
+                self._flush_locked()
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(1.0)
+        with self._lock:
+            self._flush_locked()
+
+
+def _lower_priority(nice: int) -> None:
+    if nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:  # not permitted here: run at the normal priority
+            pass
+
+
+def worker_main(conn: Any, stop_event: Any, spec: WorkerSpec) -> None:
+    """Entry point of the worker process: set up, train every method, report, exit."""
+    sink = None
+    try:
+        _lower_priority(spec.nice)
+        import torch
+
+        if spec.torch_threads is not None:
+            torch.set_num_threads(spec.torch_threads)
+        counter = WarningCounter(spec.run_id)
+        counter.install()
+        sink = PipeSink(conn)
+        started = time.perf_counter()
+        data = shared_dataset(spec.configs) if spec.share_data and spec.train_fn is None else None
+        sink(("loaded", time.perf_counter() - started))
+        engine = RunEngine(spec.configs, sink, stop_event, max_seconds=spec.max_seconds,
+                           max_backprops=spec.max_backprops, schedule=spec.schedule, train_fn=spec.train_fn,
+                           stall_rule=spec.stall_rule, data=data, warnings=counter)
+        engine.run()
+    except BaseException as exc:  # the server shows it; the process ends either way
+        event = ("run", FAILED, f"the worker failed: {type(exc).__name__}: {exc}")
+        if sink is not None:
+            sink(("traceback", "run", traceback.format_exc()))
+            sink(event)
+        else:
+            conn.send(event)
+    finally:
+        if sink is not None:
+            sink.close()
+        conn.close()
