@@ -532,3 +532,114 @@ def test_retained_graph_is_freed_before_the_trial_forward() -> None:
     opt.step(closure)
     assert opt.last_step.hvp_calls >= 1
     assert alive_at_trial == [False]
+
+
+# --- the recipes of docs/optimizer-recipes.md ---------------------------------------------------------
+def _recipe_data(n: int = 256):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 4, generator=gen)
+    y = (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)), X, y
+
+
+def _accuracy(model, X, y) -> float:
+    with torch.no_grad():
+        return float((model(X).argmax(1) == y).float().mean())
+
+
+def _full_loss(model, X, y) -> float:
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(X), y))
+
+
+def test_recipe_plain_loop():
+    model, X, y = _recipe_data()
+    loss0 = _full_loss(model, X, y)
+    opt = EllipsoidalTR(model.parameters(), ellipsoid="rms", radius=0.05)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(X, y), batch_size=64, shuffle=True,
+        generator=torch.Generator().manual_seed(1),
+    )
+    for _ in range(4):
+        for x, t in loader:
+            def closure(x=x, t=t):
+                return nn.functional.cross_entropy(model(x), t)
+
+            loss = opt.step(closure)
+            assert loss.requires_grad is False and loss.shape == ()
+    assert opt.counters["steps"] == 16 and opt.counters["accepted"] >= 12
+    assert _full_loss(model, X, y) < 0.7 * loss0 and _accuracy(model, X, y) >= 0.7
+
+
+def test_recipe_gradient_accumulation_equals_the_full_batch():
+    model, X, y = _recipe_data(n=192)
+    model.double()
+    X = X.double()
+    twin = copy.deepcopy(model)
+    opt = EllipsoidalTR(model.parameters(), ellipsoid="rms", radius=0.1)
+    full = EllipsoidalTR(twin.parameters(), ellipsoid="rms", radius=0.1)
+    micro = list(zip(X.split(64), y.split(64)))
+    for _ in range(3):
+        opt.step(
+            lambda: sum(nn.functional.cross_entropy(model(xb), yb, reduction="sum") for xb, yb in micro)
+            / len(X)
+        )
+        full.step(lambda: nn.functional.cross_entropy(twin(X), y))
+        assert opt.last_step.hvp_calls == full.last_step.hvp_calls
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+def test_recipe_bfloat16_autocast_trains():
+    model, X, y = _recipe_data()
+    opt = EllipsoidalTR(model.parameters(), ellipsoid="rms", radius=0.05)
+
+    def closure():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(X)
+        assert logits.dtype == torch.bfloat16
+        return nn.functional.cross_entropy(logits.float(), y)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fault on the way
+        for _ in range(20):
+            opt.step(closure)
+    assert opt.counters["hvp"] > 0 and opt.counters["accepted"] >= 15
+    assert _accuracy(model, X, y) >= 0.9
+
+
+@pytest.mark.slow
+def test_recipe_lightning_manual_optimisation(tmp_path):
+    lightning = pytest.importorskip("lightning")
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self, net):
+            super().__init__()
+            self.automatic_optimization = False
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            x, t = batch
+            loss = self.optimizers().step(closure=lambda: nn.functional.cross_entropy(self.net(x), t))
+            self.log("train_loss", loss)
+
+        def configure_optimizers(self):
+            return EllipsoidalTR(self.parameters(), ellipsoid="rms", radius=0.05)
+
+    net, X, y = _recipe_data()
+    loss0 = _full_loss(net, X, y)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=64)
+    trainer = lightning.Trainer(
+        max_steps=12, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+    )
+    module = Classifier(net)
+    trainer.fit(module, loader)
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, EllipsoidalTR)
+    assert opt.counters["steps"] == 12 and opt.counters["forward"] == 24  # loss at w and at w + s
+    assert opt.counters["accepted"] >= 9 and _full_loss(net, X, y) < 0.7 * loss0
+    trainer.save_checkpoint(tmp_path / "last.ckpt")  # Lightning stores opt.state_dict()
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["optimizer_states"][0]
+    assert saved["state"][0]["radius"] == opt.radius and saved["state"][0]["counters"]["steps"] == 12
