@@ -505,7 +505,10 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                     jobs.append((cfg, out / name / f"seed{seed}"))
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
-    clashes = [str(d) for _, d in jobs if (d / "config.json").exists()]
+    from etr_core.results import run_state
+
+    # a folder stopped before its first checkpoint holds nothing to keep: it starts again
+    clashes = [str(d) for _, d in jobs if run_state(d) in ("resumable", "finished")]
     if clashes and not args.resume:
         parser.error(
             f"{clashes[0]} already holds a run ({len(clashes)} in all): add --resume or choose another --out"
