@@ -253,6 +253,7 @@ def snapshot_at(
     sizes: Sequence[int], params: Tensor, hx: Tensor, hy: Tensor, *, activation: str = "tanh",
     phase: str = "at", step: int = 0, lanczos_iter: int = 30, heatmap_cells: int | None = None,
     seed: int = 0, max_params: int = DEFAULT_MAX_PARAMS, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PhaseSnapshot:
     """Exact Hessian of the mean cross entropy on ``(hx, hy)`` at the flat weights ``params``.
 
@@ -260,12 +261,14 @@ def snapshot_at(
     ``delta_H`` and its two Wigner baselines, the per-layer/per-tensor block masses, ``lambda_min``
     and ``lambda_max`` by ``lanczos_iter`` Lanczos steps on ``H`` (seeded by ``seed``) and, with
     ``heatmap_cells``, the pooled ``|H|``. A non-finite loss or Hessian (diverged training) gives
-    NaN statistics, never numbers.
+    NaN statistics, never numbers. ``progress(rows_done, d)`` is passed to ``exact_hessian`` (an
+    exception it raises stops the computation).
     """
     check_hessian_size(int(params.numel()), max_params)
     model = make_mlp(sizes, activation, 0, params.device, params.dtype)
     torch.nn.utils.vector_to_parameters(params.clone(), model.parameters())
-    H = exact_hessian(model, hx.to(params.dtype), hy, max_params=max_params, chunk_size=chunk_size)
+    H = exact_hessian(model, hx.to(params.dtype), hy, max_params=max_params, chunk_size=chunk_size,
+                     progress=progress)
     matrix = H.matrix
     if not math.isfinite(H.loss) or not math.isfinite(float(matrix.sum(dtype=torch.float64))):
         return PhaseSnapshot(phase, step, H.loss, _nan_comparison(H.d), [], [], math.nan, math.nan, None)
