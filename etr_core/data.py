@@ -20,12 +20,7 @@ users with internet access; nothing here downloads on import or implicitly.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import shutil
-import tarfile
-import tempfile
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,50 +47,6 @@ _IDX_FILES = IDX_FILES
 _CIFAR_DIR = CIFAR_DIR
 _CIFAR_TRAIN = CIFAR_TRAIN
 _CIFAR_TEST = CIFAR_TEST
-
-# Official sources and MD5 sums (the same ones torchvision verifies).
-_DOWNLOADS: dict[str, list[tuple[str, str]]] = {
-    "mnist": [
-        (
-            "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
-            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        ),
-        (
-            "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
-            "d53e105ee54ea40749a09fcbcd1e9432",
-        ),
-        (
-            "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
-            "9fb629c4189551a2d022fa330f9573f3",
-        ),
-        (
-            "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
-            "ec29112dd5afa0611ce80d1b7f02629c",
-        ),
-    ],
-    "fashion_mnist": [
-        (
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
-            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        ),
-        (
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
-            "25c81989df183df01b3e8a0aad5dffbe",
-        ),
-        (
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz",
-            "bef4ecab320f06d8554ea6380940ec79",
-        ),
-        (
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz",
-            "bb300cfdad3c16e7a12a480ee83cd310",
-        ),
-    ],
-    "cifar10": [
-        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
-    ],
-}
-
 
 @dataclass
 class Dataset:
@@ -349,42 +300,16 @@ def load_dataset(
     return _limit(ds, max_train, max_test)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(name: str, root: str | os.PathLike | None = None) -> Path:
     """Fetch the official files of ``name`` into ``<root>/<name>/`` and verify their MD5 sums.
 
     Needs internet access; never called implicitly. Files already present with the right checksum
-    are kept. Returns the dataset folder.
+    are kept. Returns the dataset folder (see :mod:`etr_core.data_download`).
     """
+    from etr_core.data_download import download_files
+
     check_choice("dataset", name, FILE_DATASETS)
-    folder = default_root(root) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    for url, md5 in _DOWNLOADS[name]:
-        target = folder / url.rsplit("/", 1)[1]
-        if target.exists() and _md5(target) == md5:
-            continue
-        with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.fchmod(tmp.fileno(), 0o666 & ~umask)  # mkstemp's 0600 would hide the data from others
-            with urllib.request.urlopen(url, timeout=60) as response:
-                shutil.copyfileobj(response, tmp)
-        got = _md5(Path(tmp.name))
-        if got != md5:
-            os.unlink(tmp.name)
-            raise OSError(f"checksum mismatch for {url}: expected md5 {md5}, got {got}")
-        os.replace(tmp.name, target)
-    if name == "cifar10":
-        with tarfile.open(folder / "cifar-10-python.tar.gz") as archive:
-            archive.extractall(folder, filter="data")
-    return folder
+    return download_files(name, default_root(root) / name)
 
 
 class BatchSampler:

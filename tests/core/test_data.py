@@ -187,3 +187,28 @@ def test_available_datasets_lists_file_sets_only_when_all_files_are_present(tmp_
     assert available_datasets(tmp_path) == [*always, "mnist"]
     monkeypatch.setenv("ETR_DATA", str(tmp_path))
     assert available_datasets() == [*always, "mnist"]
+
+
+def test_download_verifies_md5_and_writes_with_umask_permissions(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import os
+    import stat
+
+    from etr_core import data_download
+
+    payload = b"idx bytes"
+    url = "https://example.invalid/mnist/train-images-idx3-ubyte.gz"
+    monkeypatch.setattr(data_download, "_DOWNLOADS", {"mnist": [(url, hashlib.md5(payload).hexdigest())]})
+    monkeypatch.setattr(data_download.urllib.request, "urlopen", lambda u, timeout: io.BytesIO(payload))
+    old = os.umask(0o022)
+    try:
+        folder = data_download.download_files("mnist", tmp_path / "mnist")
+    finally:
+        os.umask(old)
+    target = folder / "train-images-idx3-ubyte.gz"
+    assert target.read_bytes() == payload and stat.S_IMODE(target.stat().st_mode) == 0o644
+    monkeypatch.setattr(data_download, "_DOWNLOADS", {"mnist": [(url.replace("train", "t10k"), "0" * 32)]})
+    with pytest.raises(OSError, match=r"checksum mismatch for https://example\.invalid/mnist/t10k"):
+        data_download.download_files("mnist", folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["train-images-idx3-ubyte.gz"]  # nothing partial
