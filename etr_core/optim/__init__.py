@@ -26,8 +26,18 @@ Faults never move the parameters and never loop:
 * NaN/Inf trial loss -> rho = -inf, rejected, parameters restored bitwise, radius shrunk,
   ``fault="nonfinite_trial_loss"``.
 
-The package: :mod:`.records` (``StepRecord``), :mod:`.options` (hyper-parameters and their
-presets), :mod:`.state` (persistence), :mod:`.base` (the shared step path of Algorithm 1),
+The torch.optim contract (docs/optimizer-recipes.md): every option lives in ``param_groups`` and is
+read at every step (no option may differ between groups: one trust region, one radius, one rho);
+each group's ``lr`` scales the radius cap ``lr * max_radius``, so torch LR schedulers schedule it
+(for ``FirstOrderTR(radius_rule="eta")`` it is the step size). Dynamic state lives in ``self.state``
+in torch's layout (the accumulator ``v`` per parameter; radius, counters and the last verdict in the
+first parameter's entry), so ``state_dict``/``load_state_dict`` and their hooks, ``copy.deepcopy``,
+``pickle`` and ``torch.distributed.checkpoint.state_dict`` work; ``load_state_dict`` checks a state
+completely before it changes anything.
+
+The package: :mod:`.records` (``StepRecord``), :mod:`.options` (the options in ``param_groups``),
+:mod:`.state` (``self.state``, ``add_param_group``, ``load_state_dict``), :mod:`.loading` (checks of
+parameters and of states to load), :mod:`.base` (the shared step path of Algorithm 1),
 :mod:`.ellipsoidal` (``EllipsoidalTR``) and :mod:`.first_order` (``FirstOrderTR``).
 """
 

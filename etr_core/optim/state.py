@@ -40,7 +40,42 @@ from etr_core.optim.records import COUNTER_KEYS, StepRecord
 _PLAIN = (float, int, str, bool, type(None))
 
 
-class _TRState(torch.optim.Optimizer):
+class _Accumulator:
+    """The ellipsoid's accumulator kept as ``state[p]["v"]`` views of one flat buffer (Eq. 2-3)."""
+
+    state: Any
+    _params: list[Tensor]
+
+    def _bind_ellipsoid(self, config: TRConfig) -> Ellipsoid:
+        ellipsoid = make_ellipsoid(config.ellipsoid, **ellipsoid_options(config))
+        if config.ellipsoid != "uniform":
+            ellipsoid.v = self._flat_v(config)
+        return ellipsoid
+
+    def _flat_v(self, config: TRConfig) -> Tensor:
+        """The accumulator as one flat tensor whose views are ``state[p]["v"]``; repacked (copied) when
+        those entries were replaced (``load_state_dict``, ``deepcopy``, ``add_param_group``)."""
+        params = self._params
+        current = [self.state[p].get("v") for p in params]
+        cache = self.__dict__.get("_v_cache")
+        if cache is not None and len(cache[1]) == len(current) and all(map(operator.is_, cache[1], current)):
+            return cache[0]
+        first = params[0]
+        flat = torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
+        views = unflatten_like(flat, params)
+        fresh = config.eps if config.eps_mode == "authors" else 0.0
+        with torch.no_grad():
+            for p, old, view in zip(params, current, views):
+                if old is None:
+                    view.fill_(fresh)
+                else:
+                    view.copy_(old.reshape(view.shape))
+                self.state[p]["v"] = view
+        self._v_cache = (flat, views)
+        return flat
+
+
+class _TRState(_Accumulator, torch.optim.Optimizer):
     """Options in ``param_groups``, state in ``self.state``; subclasses set ``_OPTIONS``."""
 
     _OPTIONS: tuple[str, ...] = ()
@@ -160,12 +195,6 @@ class _TRState(torch.optim.Optimizer):
         self._sync_state(options)
         return self._bind_ellipsoid(options.config)
 
-    def _bind_ellipsoid(self, config: TRConfig) -> Ellipsoid:
-        ellipsoid = make_ellipsoid(config.ellipsoid, **ellipsoid_options(config))
-        if config.ellipsoid != "uniform":
-            ellipsoid.v = self._flat_v(config)
-        return ellipsoid
-
     @torch.no_grad()
     def _sync_state(self, options: GroupOptions) -> None:
         """Bring ``self.state`` in line with the options in force: region scalars, a radius restarted at
@@ -190,28 +219,6 @@ class _TRState(torch.optim.Optimizer):
             self._flat_v(config)
         for p in self._params:
             self.state[p]
-
-    def _flat_v(self, config: TRConfig) -> Tensor:
-        """The accumulator as one flat tensor whose views are ``state[p]["v"]``; repacked (copied) when
-        those entries were replaced (``load_state_dict``, ``deepcopy``, ``add_param_group``)."""
-        params = self._params
-        current = [self.state[p].get("v") for p in params]
-        cache = self.__dict__.get("_v_cache")
-        if cache is not None and len(cache[1]) == len(current) and all(map(operator.is_, cache[1], current)):
-            return cache[0]
-        first = params[0]
-        flat = torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
-        views = unflatten_like(flat, params)
-        fresh = config.eps if config.eps_mode == "authors" else 0.0
-        with torch.no_grad():
-            for p, old, view in zip(params, current, views):
-                if old is None:
-                    view.fill_(fresh)
-                else:
-                    view.copy_(old.reshape(view.shape))
-                self.state[p]["v"] = view
-        self._v_cache = (flat, views)
-        return flat
 
     # -- persistence -----------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
