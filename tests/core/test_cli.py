@@ -351,12 +351,18 @@ def test_damaged_checkpoint_warns_in_one_line_and_uses_the_previous_one(sgd_run,
     assert "checkpoint.prev.pt" in warning[0]
 
 
-def test_second_writer_is_refused_in_one_line(sgd_run, capsys):
+def test_second_writer_is_refused_in_one_line(sgd_run, tmp_path, capsys):
     from etr_core.files import RunLock
 
     with RunLock(sgd_run):
         code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "3", "--no-progress"], capsys)
     assert code == 2 and "is being written by another process" in error_line(err)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with RunLock(fresh):  # another fresh run into the same folder is still running
+        code, err = run_cli(["train", "--method", "SGD", "--out", str(fresh), *QUICK], capsys)
+    assert code == 2 and f"{fresh} is being written by another process" in error_line(err)
+    assert sorted(p.name for p in fresh.iterdir()) == [".lock"]
 
 
 def test_plot_never_runs_code_from_a_checkpoint(tmp_path, capsys):
