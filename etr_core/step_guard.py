@@ -30,7 +30,7 @@ at, not once per closure call. :class:`StepGuard` does both:
   exactly those of one train-mode forward at the parameters the optimiser ends at.
 * If the closure raises, the buffers and the random state are put back as they were before the step.
 
-Cost: one clone of each module buffer per step (and of the buffers a forward at ``w`` changed), one
+Cost: two clones of each module buffer per step (before the step and after the call at ``w``), one
 dictionary lookup per module forward; the random state is a 5 kB tensor per generator.
 """
 
@@ -88,8 +88,8 @@ class RandomStateFork:
 
 
 _Key = tuple[int, str]
-# per buffer: (module, name, tensor object, saved copy or None, version counter when saved)
-_Entry = tuple[nn.Module, str, Tensor, Tensor, int]
+# per buffer: (module, name, tensor object, saved copy)
+_Entry = tuple[nn.Module, str, Tensor, Tensor]
 
 
 def _snapshot_into(store: dict[_Key, _Entry], seen: set[int], module: nn.Module) -> None:
@@ -99,12 +99,12 @@ def _snapshot_into(store: dict[_Key, _Entry], seen: set[int], module: nn.Module)
         seen.add(id(sub))
         for name, buf in sub._buffers.items():
             if buf is not None:
-                store[(id(sub), name)] = (sub, name, buf, buf.detach().clone(), buf._version)
+                store[(id(sub), name)] = (sub, name, buf, buf.detach().clone())
 
 
 @torch.no_grad()
 def _restore(entries: Iterable[_Entry]) -> None:
-    for module, name, buf, saved, _version in entries:
+    for module, name, buf, saved in entries:
         if module._buffers.get(name) is not buf:
             module._buffers[name] = buf  # a forward replaced the tensor: put the original back
         buf.copy_(saved)
@@ -133,6 +133,7 @@ class StepGuard:
         self._after_w: list[_Entry] | None = None
         self._handle: Any = None
         self._calls = 0
+        self._pending_w = False  # buffers must return to the state after the call at w by the end
         self.rng: RandomStateFork | None = None
 
     # -- context -------------------------------------------------------------------------------------
@@ -153,7 +154,10 @@ class StepGuard:
             _restore(self._start.values())
             if self.rng is not None:
                 self.rng.abort()
-        elif self.rng is not None:
+            return
+        if self._pending_w:
+            self._back_to_w()
+        if self.rng is not None:
             self.rng.finish()
 
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
@@ -183,13 +187,13 @@ class StepGuard:
         if self.rng is not None:
             self.rng.first_call_done()
         if self._track:
+            # every buffer is copied: kernels such as batch_norm update running statistics in place
+            # without bumping the version counter, so "unchanged" cannot be detected cheaply
             after = []
-            for module, name, buf, saved, version in self._start.values():
+            for module, name, _buf, _saved in self._start.values():
                 current = module._buffers.get(name)
-                if current is buf and buf._version == version:
-                    after.append((module, name, buf, saved, version))  # unchanged: share the copy
-                elif current is not None:
-                    after.append((module, name, current, current.detach().clone(), current._version))
+                if current is not None:
+                    after.append((module, name, current, current.detach().clone()))
             self._after_w = after
 
     def before_repeat(self) -> None:
@@ -198,8 +202,11 @@ class StepGuard:
             self.rng.rewind()
 
     def after_hessian(self) -> None:
-        """After the Hessian batch's forward: its buffer updates leave no trace."""
-        self._back_to_w()
+        """After the Hessian batch's forward: its buffer updates will leave no trace. They are undone
+        later (before the trial, or when the step ends), not now: the Hessian products still run
+        through that forward's graph, and autograd refuses tensors changed in place since it saved
+        them."""
+        self._pending_w = True
 
     def before_trial(self) -> None:
         """Before the trial call at ``w + s``: same randomness as at ``w``, pre-step buffers, so the
@@ -208,10 +215,12 @@ class StepGuard:
             self.rng.rewind()
         if self._track:
             _restore(self._start.values())
+        self._pending_w = False
 
     def rejected(self) -> None:
         """A rejected trial leaves no trace: buffers as the forward at ``w`` left them."""
         self._back_to_w()
+        self._pending_w = False
 
     def _back_to_w(self) -> None:
         if not self._track:
