@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from etr_core import subproblem as _subproblem
+from etr_core._objective import Objective, as_start
 from etr_core._validation import (
     check_choice,
     check_closed_interval,
@@ -111,7 +112,15 @@ class MinimizeResult:
     iterate the step starts from), ``f``, ``grad_norm``, ``radius_before``, ``radius_after``,
     ``rho``, ``accepted``, ``quality``, ``m`` (ellipsoid diagonal), ``ellipsoid_updated``, ``exit``
     (subproblem exit), ``cg_iterations``, ``hvp_calls``, ``step``, ``step_m_norm``,
-    ``pred_reduction``, ``trial_f``, ``actual_reduction``.
+    ``pred_reduction``, ``trial_f``, ``actual_reduction``. With ``status == 2`` (rule "scipy") the
+    last record is the failed iteration, which ``nit`` does not count (as SciPy).
+
+    Counters as SciPy's: ``nfev`` is the number of calls of ``fun`` (one per point: the gradient
+    and the dense Hessian come from that call's graph), ``njev`` the number of gradients (one per
+    accepted point), ``nhev`` the Hessian-vector products of the Krylov solvers or, with
+    ``subproblem="exact"``, the number of dense Hessians built (one per point a subproblem is
+    solved at; a rejected step reuses it). SciPy's trust-exact also builds one at every rejected
+    trial point, so its ``nhev`` exceeds ours by the number of rejected steps.
     """
 
     x: Tensor
@@ -132,7 +141,7 @@ class MinimizeResult:
     @property
     def iterates(self) -> Tensor:
         """Every iterate, one row per iteration start plus the final point, shape (nit + 1, d)."""
-        rows = [h["x"] for h in self.history] + [self.x]
+        rows = [h["x"] for h in self.history[: self.nit]] + [self.x]
         return torch.stack(rows)
 
     @property
@@ -142,18 +151,6 @@ class MinimizeResult:
     @property
     def rhos(self) -> list[float]:
         return [h["rho"] for h in self.history]
-
-
-def _as_start(x0: Any) -> Tensor:
-    try:
-        x = torch.as_tensor(x0, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"x0 must be a 1-D array of real numbers, got {type(x0).__name__}") from None
-    if x.dim() != 1 or x.numel() == 0:
-        raise ValueError(f"x0 must be a non-empty 1-D vector, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x0 must be finite, got NaN or Inf entries")
-    return x.detach().clone()
 
 
 def _options(rule: str, d: int, subproblem: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -201,31 +198,6 @@ def _options(rule: str, d: int, subproblem: str, options: dict[str, Any]) -> dic
     return o
 
 
-class _Objective:
-    """f, g (and the graph for Hessian products) of a torch callable, with evaluation counters."""
-
-    def __init__(self, fun: Callable[[Tensor], Tensor]) -> None:
-        self.fun = fun
-        self.nfev = 0
-        self.njev = 0
-
-    def value(self, x: Tensor, with_graph: bool) -> tuple[Tensor, Tensor]:
-        x = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            f = self.fun(x)
-        self.nfev += 1
-        if not isinstance(f, Tensor) or f.numel() != 1:
-            raise TypeError(f"fun must return a scalar torch tensor, got {f!r}")
-        return x, f.reshape(())
-
-    def gradient(self, x: Tensor, f: Tensor, create_graph: bool) -> Tensor:
-        self.njev += 1
-        if not f.requires_grad:
-            return torch.zeros_like(x)
-        (g,) = torch.autograd.grad(f, x, create_graph=create_graph, allow_unused=True, materialize_grads=True)
-        return g
-
-
 def minimize(
     fun: Callable[[Tensor], Tensor],
     x0: Any,
@@ -258,7 +230,7 @@ def minimize(
     check_choice("rule", rule, RULES)
     check_choice("subproblem", subproblem, SUBPROBLEMS)
     gtol = check_nonnegative("gtol", gtol)
-    x = _as_start(x0)
+    x = as_start(x0)
     d = x.numel()
     max_iter = 200 * d if max_iter is None else check_int("max_iter", max_iter, minimum=0)
     if f_target is not None:
@@ -282,15 +254,15 @@ def minimize(
     if rule == "paper":
         gamma2 = o["gamma2"] if o["gamma2"] is not None else default_gamma2(kind)
 
-    objective = _Objective(fun)
-    second_order = not first_order
-    need_graph = second_order and subproblem != "exact"
-    xg, f_t = objective.value(x, need_graph)
+    objective = Objective(fun)
+    need_graph = not first_order
+    xg, f_t = objective.value(x)
     g = objective.gradient(xg, f_t, create_graph=need_graph)
     f = float(f_t.detach())
     radius = o["radius"]
     history: list[dict[str, Any]] = []
-    nhev = 0
+    hvp_products = 0
+    H: Tensor | None = None  # the dense Hessian at x (subproblem="exact"), built once per point
     nit = 0
     last_accepted = True
     status: int
@@ -314,7 +286,8 @@ def minimize(
             if first_order:
                 result = first_order_tr_step(gd, m, radius)
             elif subproblem == "exact":
-                H = torch.autograd.functional.hessian(fun, x)
+                if H is None:
+                    H = objective.hessian(g, xg)
                 result = _subproblem.solve_exact(gd, H, radius, m)
             else:
                 hvp = make_hvp(g, [xg])
@@ -331,8 +304,12 @@ def minimize(
                     residual_norm=o["residual_norm"],
                     root=o["root"],
                 )
-            nhev += result.hvp_calls
+            hvp_products += result.hvp_calls
             pred = float(result.pred_reduction)
+            if rule == "scipy":
+                # SciPy forms f - m(p) with m(p) = f + g^T p + p^T H p / 2: a decrease below f's
+                # rounding unit reads as 0 there and ends the run (status 2); so it does here.
+                pred = f - (f - pred)
             step = result.step.detach()
             record: dict[str, Any] = dict(
                 iteration=nit,
@@ -358,14 +335,13 @@ def minimize(
                     actual_reduction=math.nan,
                     radius_after=radius,
                 )
-                history.append(record)
-                nit += 1
+                history.append(record)  # not counted in nit, as in SciPy
                 status = 2
                 break
             trial_f = math.nan
             if math.isfinite(pred) and pred > (o["tiny_pred"] if rule == "paper" else 0.0):
                 x_trial = x + step
-                xg_trial, f_trial_t = objective.value(x_trial, need_graph)
+                xg_trial, f_trial_t = objective.value(x_trial)
                 trial_f = float(f_trial_t.detach())
             rho = reduction_ratio(f, trial_f, pred, o["tiny_pred"] if rule == "paper" else 0.0)
             if rule == "paper":
@@ -394,7 +370,7 @@ def minimize(
             nit += 1
             last_accepted = accepted
             if accepted:
-                x, xg, f_t, f = x_trial, xg_trial, f_trial_t, trial_f
+                x, xg, f_t, f, H = x_trial, xg_trial, f_trial_t, trial_f, None
                 g = objective.gradient(xg, f_t, create_graph=need_graph)
                 if not bool(torch.isfinite(g).all()):
                     status = 3
@@ -408,7 +384,7 @@ def minimize(
         nit=nit,
         nfev=objective.nfev,
         njev=objective.njev,
-        nhev=nhev,
+        nhev=objective.nhev if subproblem == "exact" and not first_order else hvp_products,
         success=status == 0,
         status=status,
         message=_MESSAGES[status] if status != 3 or nit == 0 else "The gradient became non-finite.",

@@ -173,3 +173,117 @@ def test_bad_inputs_are_rejected_early(kwargs, error, name):
         minimize(rosen, x0, **kwargs)
     with pytest.raises(TypeError, match="fun"):
         minimize("rosen", [0.0, 0.0])
+
+
+# -- subproblem="exact": SciPy trust-exact parity and honest counters ------------------------------------
+
+
+def _arwhead(x: torch.Tensor) -> torch.Tensor:
+    return ((-4 * x[:-1] + 3) + (x[:-1] ** 2 + x[-1] ** 2) ** 2).sum()
+
+
+def _engval1(x: torch.Tensor) -> torch.Tensor:
+    return ((x[:-1] ** 2 + x[1:] ** 2) ** 2 - 4 * x[:-1] + 3).sum()
+
+
+def _powellsg(x: torch.Tensor) -> torch.Tensor:
+    a, b, c, d = x[0::4], x[1::4], x[2::4], x[3::4]
+    return ((a + 10 * b) ** 2 + 5 * (c - d) ** 2 + (b - 2 * c) ** 4 + 10 * (a - d) ** 4).sum()
+
+
+def _beale(x: torch.Tensor) -> torch.Tensor:
+    return (
+        (1.5 - x[0] + x[0] * x[1]) ** 2
+        + (2.25 - x[0] + x[0] * x[1] ** 2) ** 2
+        + (2.625 - x[0] + x[0] * x[1] ** 3) ** 2
+    )
+
+
+_CUTEST = {
+    "rosenbrock_2": (rosen, [-1.2, 1.0]),
+    "rosenbrock_10": (rosen, [-1.2, 1.0] * 5),
+    "arwhead_10": (_arwhead, [1.0] * 10),
+    "engval1_10": (_engval1, [2.0] * 10),
+    "powellsg_12": (_powellsg, [3.0, -1.0, 0.0, 1.0] * 3),
+    "beale": (_beale, [1.0, 1.0]),
+}
+
+
+def _counting_numpy(fun):
+    """SciPy-side callables from closed-form torch expressions (torch.func derivatives), with call counts."""
+    calls = {"f": 0, "h": 0}
+
+    def f(x):
+        calls["f"] += 1
+        return float(fun(torch.tensor(x)))
+
+    def jac(x):
+        return torch.func.grad(fun)(torch.tensor(x)).numpy()
+
+    def hess(x):
+        calls["h"] += 1
+        return torch.func.hessian(fun)(torch.tensor(x)).numpy()
+
+    return f, jac, hess, calls
+
+
+@pytest.mark.parametrize("name", sorted(_CUTEST))
+def test_exact_subproblem_matches_scipy_trust_exact(name):
+    """Iterates: SciPy's trust-exact driver with its More-Sorensen solver run to full accuracy
+    (k_easy = k_hard = 1e-12); counts: nit and njev equal, nfev equal except that SciPy also evaluates
+    the trial point of a failed (status 2) iteration, nhev = dense Hessians actually built."""
+    from scipy.optimize._trustregion import _minimize_trust_region
+    from scipy.optimize._trustregion_exact import IterativeSubproblem
+
+    class FullAccuracy(IterativeSubproblem):
+        def __init__(self, *args, **kwargs):
+            kwargs.update(k_easy=1e-12, k_hard=1e-12, maxiter=10_000)
+            super().__init__(*args, **kwargs)
+
+    fun, x0 = _CUTEST[name]
+    f, jac, hess, calls = _counting_numpy(fun)
+    ref = _minimize_trust_region(
+        f, np.array(x0), jac=jac, hess=hess, subproblem=FullAccuracy, gtol=1e-8, return_all=True
+    )
+    ours = minimize(fun, x0, "tr_uniform", rule="scipy", subproblem="exact", gtol=1e-8)
+    assert ours.status == ref.status and ours.nit == ref.nit and ours.njev == ref.njev
+    np.testing.assert_allclose(ours.iterates.numpy(), np.array(ref.allvecs), rtol=0, atol=1e-9)
+    failed = int(ref.status == 2)
+    assert ours.nfev == ref.nfev - failed == calls["f"] - failed
+    rejected = sum(not h["accepted"] for h in ours.history[: ours.nit])
+    # SciPy builds a Hessian at every trial point; we build one per point a subproblem is solved at
+    # (not at rejected trial points, nor at the final point unless a failed iteration solved there).
+    assert calls["h"] == ref.nhev
+    assert ours.nhev == ours.nit - rejected + failed == ref.nhev - rejected - 1
+    # The public default (k_easy = 0.1) takes a different path but reaches the same point (within 1e-4:
+    # Powell's singular function converges slowly towards its singular minimiser).
+    public = scipy_optimize.minimize(
+        f, np.array(x0), method="trust-exact", jac=jac, hess=hess, options={"gtol": 1e-8}
+    )
+    np.testing.assert_allclose(ours.x.numpy(), public.x, atol=1e-4)
+
+
+def test_exact_subproblem_counts_every_function_call():
+    calls = []
+
+    def counted(x):
+        calls.append(1)
+        return rosen(x)
+
+    res = minimize(counted, [-1.2, 1.0], "tr_rms", subproblem="exact", radius=1.0)
+    assert res.success and res.nfev == len(calls) == res.nit + 1
+    accepted_points = 1 + sum(h["accepted"] for h in res.history)
+    assert res.njev == accepted_points and res.nhev == accepted_points - 1  # none at the final point
+
+
+def test_dense_hessian_is_one_batched_product_and_exact():
+    from etr_core._objective import dense_hessian
+
+    x = torch.tensor([0.3, -0.7, 1.1, 0.2], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(_powellsg(x) + rosen(x), x, create_graph=True)
+    expected = torch.func.hessian(lambda z: _powellsg(z) + rosen(z))(x.detach())
+    torch.testing.assert_close(dense_hessian(g, x), expected, rtol=1e-14, atol=1e-12)
+    linear = torch.zeros(4, dtype=torch.float64)  # a gradient without a graph: zero Hessian
+    assert torch.equal(dense_hessian(linear, x), torch.zeros(4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="g must have shape"):
+        dense_hessian(g[:3], x)
