@@ -1,19 +1,23 @@
-"""The live-training page under AppTest: start a tiny run, poll until it ends, stop a long one.
+"""The live-training page under AppTest: runs that belong to the server, re-attaching by link,
+the queue, converged/stalled methods, hostile URLs, and the server's thread count.
 
 AppTest never fires ``run_every`` timers, so the tests poll with ``at.run()`` until a deadline.
-Every worker thread is stopped and joined at the end of each test.
+Every run is stopped and its worker joined at the end of each test.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
-from etr_core.live import stop_all_runs
+from etr_core.live import StallRule, default_registry, stop_all_runs
 from tests.app.support import plotly_figures
+from tests.core.live_fakes import FakeConfig, FakeTrain
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
@@ -145,3 +149,128 @@ def test_invalid_query_params_are_clamped_not_crashing() -> None:
     assert at.select_slider(key="lt_budget").value == 500
     assert at.multiselect(key="lt_methods").value == ["TR_ada", "Adam"]
     assert at.radio(key="lt_x").value == "seconds" and at.toggle(key="lt_log").value is False
+
+
+def _finished_tiny_run() -> tuple[AppTest, str]:
+    at = _page()
+    at.multiselect(key="lt_methods").set_value(["TR_rms", "Adam"])
+    at.select_slider(key="lt_budget").set_value(100)
+    at.select_slider(key="lt_eval_every").set_value(2)
+    at.run()
+    at.button(key="lt_start").click().run()
+    run_id = at.query_params.get("run")
+    assert isinstance(run_id, str) and default_registry().get(run_id) is not None
+    _poll(at, lambda a: len(a.success) > 0)
+    return at, run_id
+
+
+def test_a_second_tab_with_the_link_reattaches_to_the_finished_run() -> None:
+    first, run_id = _finished_tiny_run()
+    second = _page({"run": run_id})  # a fresh session: a reloaded tab, or a student opening the link
+    assert "Run finished" in second.success[0].value
+    snap = default_registry().get(run_id).snapshot()  # oracle: what the server holds
+    for at in (first, second):
+        loss = _figures(at)[0]
+        counts = {t["name"]: len(t["x"]) for t in loss["data"]}
+        for method in ("TR_rms", "Adam"):
+            assert counts[f"{method} (mini-batch)"] == (snap.steps["method"] == method).sum()
+            assert counts[f"{method} (training set)"] == (snap.evals["method"] == method).sum()
+        assert list(at.dataframe[0].value["method"]) == ["TR_rms", "Adam"]
+        assert at.get("download_button"), "no CSV download after re-attaching"
+    assert _figures(first)[0]["data"] == _figures(second)[0]["data"]
+    assert not second.button(key="lt_start").disabled  # a finished run: a new one may start
+
+
+def test_unknown_or_malformed_run_ids_explain_and_show_a_fresh_page() -> None:
+    at = _page({"run": "AAAAAAAAAAA"})
+    assert any("not on this server" in w.value for w in at.warning)
+    at = _page({"run": "../../etc/passwd"})
+    assert any("not a run id" in w.value for w in at.warning)
+    assert "Press Start" in _figures(at)[0]["layout"]["annotations"][0]["text"]
+
+
+def test_a_live_run_leaves_the_server_thread_count_alone_for_every_session() -> None:
+    torch.set_num_threads(2)  # the server's setting; restored by the conftest fixture
+    other = _page()
+    device_line = [c.value for c in other.sidebar.caption if "Device in use" in c.value]
+    _finished_tiny_run()
+    other.run()
+    assert not other.exception
+    assert [c.value for c in other.sidebar.caption if "Device in use" in c.value] == device_line
+    assert torch.get_num_threads() == 2
+    seen: list[int] = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert seen == [2]
+
+
+def _blockers(count: int) -> list[threading.Event]:
+    gates = []
+    for i in range(count):
+        gate = threading.Event()
+        default_registry().submit([FakeConfig("SGD", max_steps=2, gate=gate)], owner=f"blocker{i}",
+                                  train_fn=FakeTrain(), in_process=True, stall_rule=None)
+        gates.append(gate)
+    return gates
+
+
+def test_a_run_waits_visibly_in_the_queue_and_starts_when_a_slot_frees() -> None:
+    gates = _blockers(default_registry().max_running)
+    try:
+        at = _page()
+        at.multiselect(key="lt_methods").set_value(["Adam"])
+        at.select_slider(key="lt_budget").set_value(100)
+        at.run()
+        at.button(key="lt_start").click().run()
+        progress = at.get("progress")[0]
+        assert progress.value == 0 and "Queued: 1st of 1 waiting" in progress.proto.text
+        assert not _figures(at), "a queued run draws no charts"
+        assert not at.button(key="lt_stop").disabled and at.button(key="lt_start").disabled
+        again = _page()  # the same person in another session may not jump the queue twice...
+        again.multiselect(key="lt_methods").set_value(["SGD"]).run()
+        again.button(key="lt_start").click().run()
+        assert again.query_params.get("run") is not None  # ...but another session may queue
+    finally:
+        for gate in gates:
+            gate.set()
+    _poll(at, lambda a: len(a.success) > 0)
+    assert (at.dataframe[0].value["backprops"] >= 100).all()
+
+
+def test_a_stalled_and_a_converged_method_are_marked_in_chart_table_and_sentence() -> None:
+    configs = [FakeConfig("TR_ada", max_steps=None, losses=(1.0, 0.5, *([1e-9] * 500)), eval_every=4),
+               FakeConfig("TR_rms", max_steps=None, reject_from=5, eval_every=4),
+               FakeConfig("Adam", max_steps=None, eval_every=4)]
+    run = default_registry().submit(configs, owner="elsewhere", train_fn=FakeTrain(), in_process=True,
+                                    max_backprops=200, stall_rule=StallRule(reject_patience=20),
+                                    settings={"accuracy_target": 0.5, "loss_target": 0.01})
+    assert run.join(30)
+    at = _page({"run": run.id})
+    table = at.dataframe[0].value.set_index("method")
+    assert table.loc["TR_ada", "status"] == "converged" and table.loc["TR_rms", "status"] == "stalled"
+    assert "rejected" in table.loc["TR_rms", "why it ended early"]
+    assert table.loc["Adam", "backprops"] == 200 and table.loc["TR_rms", "backprops"] == 24
+    text = " ".join(m.value for m in at.markdown)
+    assert "TR_rms stalled after 24 backprops" in text and "TR_ada converged" in text
+    names = [t["name"] for t in _figures(at)[0]["data"]]
+    assert "TR_ada converged" in names and "TR_rms stalled" in names and "Adam finished" not in names
+    assert "TR_rms stalled" in [t["name"] for t in _figures(at)[3]["data"]]  # the radius chart
+
+
+PAGE_KEYS = (
+    "lt_dataset", "lt_max_train", "lt_model", "lt_device", "lt_methods", "lt_tr_batch", "lt_fo_batch",
+    "lt_schedule", "lt_budget", "lt_max_steps", "lt_max_seconds", "lt_eval_every", "lt_acc_target",
+    "lt_loss_target", "lt_radius", "lt_max_radius", "lt_eta1", "lt_eta2", "lt_gamma1", "lt_gamma2_uni",
+    "lt_gamma2_rms", "lt_lr_Adam", "lt_lr_SGD", "lt_x", "lt_log", "run", "seed",
+)
+HOSTILE = ["nan", "-inf", "Infinity", "9" * 400, "-5", "", "text", ["1", "text", "inf"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", HOSTILE, ids=[str(v)[:12] for v in HOSTILE])
+def test_no_url_value_raises(value) -> None:
+    at = _page(dict.fromkeys(PAGE_KEYS, value))
+    assert not at.exception
+    assert at.title and at.button(key="lt_start") is not None
+    assert at.select_slider(key="lt_budget").value in (100, 200, 500, 1000, 2000, 5000, 10000, 20000)
