@@ -296,3 +296,12 @@ def test_full_disk_names_the_file_leaves_no_temporary_and_the_run_resumes(tmp_pa
     assert not list(run.glob(".*.tmp"))
     assert read_checkpoint(run / "checkpoint.pt")["step"] == 4
     _assert_same_run(train(_cfg(), run_dir=run, resume=True), reference)
+
+
+def test_unreadable_summary_is_reported_and_read_as_absent(tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(max_steps=2), run_dir=run)
+    (run / results.SUMMARY_FILE).write_text('{"step": 2, ')
+    with pytest.warns(ResultsWarning, match=r"summary\.json: not valid JSON"):
+        loaded = load_run(run)
+    assert loaded.summary is None and list(loaded.metrics["step"]) == [1, 2]
