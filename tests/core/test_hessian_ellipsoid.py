@@ -1,0 +1,168 @@
+"""The Hutchinson/Bekas Hessian-diagonal ellipsoid against the exact Hessian of small networks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from etr_core.curvature import exact_hessian, network_hvp
+from etr_core.hessian_diagonal import (
+    HessianDiagonalEllipsoid,
+    block_mean,
+    hutchinson_diagonal_estimate,
+    probe_generator,
+)
+
+
+def _net(seed: int = 0, sizes=(4, 5, 3)) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [nn.Linear(a, b), nn.Tanh()]
+    model = nn.Sequential(*layers[:-1]).double()
+    x = torch.randn(16, sizes[0], dtype=torch.float64)
+    y = torch.randint(0, sizes[-1], (16,))
+    return model, x, y
+
+
+def _shapes(model: nn.Module) -> list[torch.Size]:
+    return [p.shape for p in model.parameters()]
+
+
+def test_all_sign_vectors_give_the_exact_diagonal():
+    """E over all 2^d Rademacher vectors of z * Hz is diag(H) exactly (unbiasedness, no sampling)."""
+    torch.manual_seed(1)
+    A = torch.randn(8, 8, dtype=torch.float64)
+    H = A + A.T
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=8)), dtype=torch.float64)
+    est = (signs * (signs @ H)).mean(0)  # the estimator's summand z * Hz, averaged over every z
+    assert torch.allclose(est, torch.diagonal(H), atol=1e-12)
+    # the library estimator is that same average over the probes it draws, all of them +-1
+    seen = []
+
+    def hvp(z):
+        seen.append(z)
+        return H @ z
+
+    out = hutchinson_diagonal_estimate(hvp, [(8,)], 64, generator=probe_generator(0, 0), dtype=torch.float64)
+    Z = torch.stack(seen)
+    assert torch.allclose(out, (Z * (Z @ H)).mean(0), atol=1e-12)
+    assert set(Z.unique().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.slow
+def test_error_falls_like_one_over_sqrt_probes_on_a_network_hessian():
+    model, x, y = _net()
+    H = exact_hessian(model, x, y).matrix
+    exact = torch.diagonal(H)
+
+    def hvp(v):
+        return H @ v
+
+    counts = [4, 16, 64, 256, 1024]
+    errors = []
+    for k in counts:
+        errs = [
+            float((hutchinson_diagonal_estimate(hvp, _shapes(model), k, generator=probe_generator(s, k),
+                                                dtype=torch.float64) - exact).norm())
+            for s in range(8)
+        ]
+        errors.append(np.sqrt(np.mean(np.square(errs))))
+    slope = np.polyfit(np.log(counts), np.log(errors), 1)[0]
+    assert -0.6 < slope < -0.4
+    # the predicted RMS error sqrt(sum_i sum_{j != i} H_ij^2 / k) (Hutchinson variance), within 25%
+    off = float((H**2).sum() - (exact**2).sum())
+    for k, err in zip(counts, errors):
+        assert err == pytest.approx(math.sqrt(off / k), rel=0.25)
+
+
+def test_retained_graph_products_match_the_exact_diagonal_in_expectation():
+    model, x, y = _net(3)
+    exact = torch.diagonal(exact_hessian(model, x, y).matrix)
+    hvp = network_hvp(model, x, y)
+    k = 800
+    est = hutchinson_diagonal_estimate(hvp, _shapes(model), k, generator=probe_generator(5, 0),
+                                       dtype=torch.float64)
+    H = exact_hessian(model, x, y).matrix
+    se = torch.sqrt(((H**2).sum(1) - exact**2) / k)  # per-entry standard error
+    assert bool(((est - exact).abs() <= 5 * se + 1e-12).all())
+    assert hvp.calls == k
+
+
+@pytest.mark.parametrize("block", ["layer", "unit"])
+def test_block_variants_equal_block_means_of_the_exact_diagonal(block):
+    model, x, y = _net(2)
+    H = exact_hessian(model, x, y).matrix
+    exact = torch.diagonal(H)
+    shapes = _shapes(model)
+    # expectation over all probes is linear: the block mean of the exact diagonal (closed form below)
+    expected = []
+    for chunk, shape in zip(exact.split([math.prod(s) for s in shapes]), shapes):
+        if block == "layer":
+            expected.append(torch.full_like(chunk, float(chunk.mean())))
+        elif len(shape) >= 2:
+            rows = chunk.reshape(shape[0], -1)
+            expected.append(rows.mean(1, keepdim=True).expand_as(rows).reshape(-1))
+        else:
+            expected.append(chunk)
+    expected = torch.cat(expected)
+    assert torch.allclose(block_mean(exact, shapes, block), expected)
+    k = 4000
+    est = hutchinson_diagonal_estimate(lambda v: H @ v, shapes, k, generator=probe_generator(0, 1),
+                                       dtype=torch.float64, block=block)
+    assert float((est - expected).norm()) < 0.1 * float(expected.norm())
+    # one value per block
+    first = shapes[0]
+    w = est[: math.prod(first)].reshape(first[0], -1)
+    assert torch.unique(w).numel() == (1 if block == "layer" else first[0])
+
+
+def test_ellipsoid_keeps_its_floor_and_converges_to_the_exact_diagonal_on_a_quadratic():
+    H = torch.diag(torch.tensor([4.0, 0.0, -9.0, 1e-3], dtype=torch.float64))
+    ell = HessianDiagonalEllipsoid(beta=0.5, eps=1e-10, probes=1)
+    like = torch.zeros(4, dtype=torch.float64)
+    for step in range(60):
+        assert ell.update_curvature(lambda v: H @ v, [(4,)], like, step) == 1
+    m = ell.diag()
+    # a diagonal H is estimated exactly by every probe: m = sqrt(diag^2 + eps)
+    assert torch.allclose(m, torch.sqrt(torch.diagonal(H) ** 2 + 1e-10), rtol=1e-12)
+    assert float(m.min()) >= math.sqrt(1e-10)  # the zero-curvature coordinate keeps the floor
+    # a long run of zero curvature never erodes the floor
+    for step in range(60, 600):
+        ell.update_curvature(lambda v: torch.zeros_like(v), [(4,)], like, step)
+    assert float(ell.diag().min()) == pytest.approx(math.sqrt(1e-10), rel=1e-12)
+
+
+def test_probes_are_deterministic_and_leave_the_global_rng_alone():
+    H = torch.randn(6, 6, dtype=torch.float64)
+    H = H + H.T
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = hutchinson_diagonal_estimate(lambda v: H @ v, [(6,)], 3, generator=probe_generator(7, 4),
+                                     dtype=torch.float64)
+    b = hutchinson_diagonal_estimate(lambda v: H @ v, [(6,)], 3, generator=probe_generator(7, 4),
+                                     dtype=torch.float64)
+    c = hutchinson_diagonal_estimate(lambda v: H @ v, [(6,)], 3, generator=probe_generator(7, 5),
+                                     dtype=torch.float64)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_state_dict_round_trip_and_bad_options():
+    ell = HessianDiagonalEllipsoid(probes=3, block="unit", seed=4)
+    ell.update_curvature(lambda v: 2 * v, [(2, 3)], torch.zeros(6), 0)
+    other = HessianDiagonalEllipsoid()
+    other.load_state_dict(ell.state_dict())
+    assert (other.probes, other.block, other.seed) == (3, "unit", 4)
+    assert torch.equal(other.diag(), ell.diag())
+    with pytest.raises(ValueError, match="probes"):
+        HessianDiagonalEllipsoid(probes=0)
+    with pytest.raises(ValueError, match="block"):
+        HessianDiagonalEllipsoid(block="row")
+    with pytest.raises(ValueError, match="NaN"):
+        ell.update_curvature(lambda v: v * float("nan"), [(2, 3)], torch.zeros(6), 1)
