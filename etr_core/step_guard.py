@@ -161,6 +161,10 @@ class StepGuard:
             self.rng.finish()
 
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
+        if torch.compiler.is_compiling():
+            # inside a compiled region (traced by dynamo): nothing to do, and nothing that would break
+            # the graph; the compiled module's own (eager) call already snapshotted its submodules
+            return
         if threading.get_ident() == self._thread and id(module) not in self._seen:
             _snapshot_into(self._start, self._seen, module)
 

@@ -5,6 +5,7 @@ unsupported parameters. Every expected value comes from a closed form or from to
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,11 +13,13 @@ from torch import nn
 
 from etr_core.ellipsoids import RMSPropEllipsoid, m_inv_norm, m_norm, make_ellipsoid
 from etr_core.hvp import flat_grad, grad_with_graph
+from etr_core.optim import EllipsoidalTR, FirstOrderTR
 from etr_core.subproblem import cauchy_point, first_order_tr_step, gltr, steihaug_toint_pcg
 from etr_core.subproblem.scaling import safe_norm, safe_radius
 
 F32, F64 = torch.float32, torch.float64
 KRYLOV = [steihaug_toint_pcg, gltr]
+ELLIPSOIDS = ["uniform", "adagrad", "rms"]
 
 
 def cauchy(g, hvp, radius, m):
@@ -173,3 +176,193 @@ def test_complex_parameter_is_a_clear_type_error():
     z = torch.ones(2, dtype=torch.complex64, requires_grad=True)
     with pytest.raises(TypeError, match=r"params\[0\].*complex.*real"):
         flat_grad(z.abs().sum(), [z])
+
+
+# --- the optimisers ------------------------------------------------------------------------------
+def _quiet_steps(opt, closure, n):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for _ in range(n):
+            opt.step(closure)
+
+
+@pytest.mark.parametrize("ellipsoid", ELLIPSOIDS)
+def test_nan_curvature_with_finite_gradient_still_trains(ellipsoid):
+    """An unsquared norm penalty on a zero-initialised tensor: its gradient at 0 is finite (0), its
+    Hessian-vector product NaN. EllipsoidalTR falls back to Theorem 1's step, warns once, counts
+    every fallback, and trains like FirstOrderTR does on the same loss."""
+    X, y = torch.randn(64, 5, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 3
+
+    def task():
+        torch.manual_seed(0)
+        model = nn.Linear(5, 3)
+        z = nn.Parameter(torch.zeros(4))
+        return model, z, lambda: nn.functional.cross_entropy(model(X), y) + 0.1 * torch.linalg.vector_norm(z)
+
+    model, z, closure = task()
+    start = float(closure().detach())
+    opt = EllipsoidalTR([*model.parameters(), z], ellipsoid=ellipsoid, radius=0.05)
+    with pytest.warns(RuntimeWarning, match="Hessian-vector product was NaN/Inf") as caught:
+        for _ in range(40):
+            opt.step(closure)
+    assert sum("NaN/Inf" in str(w.message) for w in caught) == 1  # warned once
+    assert opt.fault_counts["hvp_fallback"] == 40  # every step: ||z|| has NaN curvature at z = 0
+    assert opt.counters["accepted"] >= 10
+    tr_loss = float(closure().detach())
+    ref_model, ref_z, ref_closure = task()
+    ref = FirstOrderTR([*ref_model.parameters(), ref_z], ellipsoid=ellipsoid, radius=0.05)
+    _quiet_steps(ref, ref_closure, 40)
+    assert tr_loss < start - 0.1
+    assert tr_loss <= float(ref_closure().detach()) + 0.05
+
+
+@pytest.mark.parametrize("opt_cls", [EllipsoidalTR, FirstOrderTR])
+def test_denormal_positive_curvature_steps_to_the_boundary(opt_cls):
+    """f(w) = sum(w) + 0.5e-320 |w|^2 in float64: curvature 1e-320 > 0 (denormal). The step is the
+    boundary point -radius g / ||g|| of the uniform region, accepted with rho = 1."""
+    w = nn.Parameter(torch.zeros(4, dtype=F64))
+    opt = opt_cls([w], ellipsoid="uniform", radius=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step(lambda: w.sum() + 0.5e-320 * (w * w).sum())
+    rec = opt.last_step
+    assert rec.fault is None and rec.accepted and rec.rho == pytest.approx(1.0)
+    torch.testing.assert_close(w.detach(), torch.full((4,), -0.25, dtype=F64))
+
+
+@pytest.mark.parametrize("ellipsoid", ELLIPSOIDS)
+@pytest.mark.parametrize("opt_cls", [EllipsoidalTR, FirstOrderTR])
+def test_huge_finite_float32_gradient_is_not_a_fault(opt_cls, ellipsoid):
+    """f(w) = 1e20 sum(w) + 1e20 |w|^2 / 2 in float32: ||g|| = 2e20 at w = 0 overflows a float32 norm.
+    All m_i are equal (1 for the sphere; g_i^2 = 1e40 saturates the accumulators, m_i = sqrt(finfo.max)),
+    so Theorem 1's boundary step is s_i = -radius / (2 sqrt(m)) per entry, accepted."""
+    w = nn.Parameter(torch.zeros(4, dtype=F32))
+    opt = opt_cls([w], ellipsoid=ellipsoid, radius=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step(lambda: 1e20 * w.sum() + 0.5e20 * (w * w).sum())
+    rec = opt.last_step
+    assert rec.fault is None and rec.accepted
+    assert rec.grad_norm == pytest.approx(2e20, rel=1e-6)
+    m = 1.0 if ellipsoid == "uniform" else math.sqrt(torch.finfo(F32).max)
+    torch.testing.assert_close(w.detach(), torch.full((4,), -0.1 / (2 * math.sqrt(m))), rtol=1e-5, atol=0)
+
+
+def test_eta_rule_with_huge_gradient_is_preconditioned_gradient_descent():
+    """radius_rule='eta' with ||g||_{M^-1} above the float32 range: the step is still -lr M^-1 g."""
+    w = nn.Parameter(torch.zeros(4, dtype=F32))
+    opt = FirstOrderTR([w], ellipsoid="uniform", radius_rule="eta", lr=1e-21)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step(lambda: 1e20 * w.sum())
+    torch.testing.assert_close(w.detach(), torch.full((4,), -0.1), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("opt_cls", [EllipsoidalTR, FirstOrderTR])
+def test_radius_beyond_the_float32_range_is_capped_and_counted(opt_cls):
+    """Negative curvature everywhere (f = -|w|^2 + sum w) sends every step to the boundary; a radius of
+    1e29 would overflow float32 steps. It is capped at safe_radius (2^56), counted, and nothing raises."""
+    w = nn.Parameter(torch.zeros(3, dtype=F32))
+    opt = opt_cls([w], ellipsoid="uniform", radius=1e29, max_radius=1e30)
+    with pytest.warns(RuntimeWarning, match="capped"):
+        opt.step(lambda: w.sum() - (w * w).sum())
+    assert opt.fault_counts["radius_capped"] == 1
+    assert opt.last_step.radius_before == safe_radius(F32)
+    assert bool(torch.isfinite(w).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("opt_cls", [EllipsoidalTR, FirstOrderTR])
+def test_low_precision_parameters_train_with_the_rms_ellipsoid(opt_cls, dtype):
+    """float16 / bfloat16 parameters: the first step no longer crashes on eps = 1e-10 -> 0, and ten
+    steps of TR_rms on a linear least-squares problem lower the loss."""
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(32, 4, generator=gen)
+    b = A @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    w = nn.Parameter(torch.zeros(4, dtype=dtype))
+    A, b = A.to(dtype), b.to(dtype)
+
+    def closure():
+        return ((A @ w - b) ** 2).mean()
+
+    start = float(closure())
+    opt = opt_cls([w], ellipsoid="rms", radius=0.1)
+    _quiet_steps(opt, closure, 10)
+    assert opt.counters["accepted"] >= 5
+    assert float(closure()) < 0.7 * start
+    assert w.dtype == dtype and bool(torch.isfinite(w).all())
+
+
+@pytest.mark.parametrize("opt_cls", [EllipsoidalTR, FirstOrderTR])
+def test_sparse_embedding_gradient_is_a_clear_error(opt_cls):
+    emb = nn.Embedding(10, 3, sparse=True)
+    opt = opt_cls(emb.parameters())
+    with pytest.raises(TypeError, match=r"params\[0\].*sparse gradient.*sparse=False"):
+        opt.step(lambda: emb(torch.tensor([1, 2])).pow(2).sum())
+
+
+@pytest.mark.parametrize("opt_cls", [EllipsoidalTR, FirstOrderTR])
+def test_complex_parameter_is_refused_at_construction(opt_cls):
+    z = nn.Parameter(torch.ones(2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match=r"params\[0\].*complex"):
+        opt_cls([z])
+
+
+def _compiled_task():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    X, y = torch.randn(16, 4), torch.arange(16) % 2
+    return model, torch.compile(model, backend="aot_eager"), X, y
+
+
+@pytest.mark.slow
+def test_compiled_model_names_the_supported_path():
+    """torch.compile'd graphs cannot be differentiated twice: the error names hessian_closure and the
+    uncompiled model; that path (compiled closure for loss and gradient, uncompiled forward for the
+    Hessian products, same parameters) trains. (torch warns that a compiled module called while a
+    global module hook is registered fires it twice; the step's buffer snapshot is idempotent.)"""
+    model, compiled, X, y = _compiled_task()
+    opt = EllipsoidalTR(model.parameters(), radius=0.05)
+    with pytest.raises(TypeError, match=r"hessian_closure.*before torch\.compile"):
+        opt.step(lambda: nn.functional.cross_entropy(compiled(X), y))
+    with torch.no_grad():
+        start = float(nn.functional.cross_entropy(model(X), y))
+    for _ in range(5):
+        opt.step(
+            lambda: nn.functional.cross_entropy(compiled(X), y),
+            hessian_closure=lambda: nn.functional.cross_entropy(model(X), y),
+        )
+    assert opt.counters["accepted"] >= 3
+    with torch.no_grad():
+        assert float(nn.functional.cross_entropy(model(X), y)) < start
+
+
+def test_double_backward_error_is_rewritten_with_the_way_out():
+    """A stand-in for a compiled graph (fast, no compiler): a gradient whose own backward raises
+    torch's aot_autograd message. The optimiser re-raises it as a TypeError naming hessian_closure."""
+
+    class Refuses(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("torch.compile with aot_autograd does not currently support double backward")
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return Refuses.apply(2 * x * grad)
+
+    w = nn.Parameter(torch.ones(3))
+    opt = EllipsoidalTR([w], radius=0.1)
+    with pytest.raises(TypeError, match=r"hessian_closure.*before torch\.compile") as info:
+        opt.step(lambda: Square.apply(w).sum())
+    assert "does not currently support double backward" in str(info.value.__cause__)
