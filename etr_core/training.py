@@ -503,6 +503,8 @@ class _Trainer:
         self.resumed_from: int | None = None
         if self.run_dir is not None and self.is_main:
             self._open_run_dir(resume)
+        elif self.run_dir is not None and resume:
+            self._follow_checkpoint()
 
     # -- run folder ---------------------------------------------------------------------------------------
     def _config_record(self) -> dict[str, Any]:
@@ -565,6 +567,19 @@ class _Trainer:
             writer.close()
             raise
         self.writer = writer
+
+    def _follow_checkpoint(self) -> None:
+        """Ranks other than 0 continue from the checkpoint rank 0 resumes from (they only read it).
+
+        Every rank loads the same file (a damaged newest checkpoint sends all of them to the previous
+        one), so weights, optimiser state, sampler position and RNG agree when training continues.
+        """
+        from etr_core import checkpoints
+
+        found = checkpoints.load_checkpoint(self.run_dir, self.device)
+        if found is not None:
+            self._load_state(found[0])
+            self.resumed_from = self.step
 
     def _resume_from(self, checkpoint: dict[str, Any], writer: Any) -> list[dict[str, Any]]:
         """Load ``checkpoint`` after checking the configuration; the updated list of recorded resumes."""
