@@ -113,7 +113,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         atomic_torch_save({"step": 2, "w": torch.zeros(3)}, path)
     monkeypatch.setattr(torch, "save", real_save)
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     assert state["step"] == 1 and torch.equal(state["w"], torch.arange(3.0))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
 
