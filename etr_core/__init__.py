@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     # optimisers
     "EllipsoidalTR": "etr_core.optim",
     "FirstOrderTR": "etr_core.optim",
+    "EllipsoidalARC": "etr_core.arc",
+    "HessianDiagonalEllipsoid": "etr_core.hessian_diagonal",
     "TRConfig": "etr_core.config",
     "paper_table1": "etr_core.config",
     "make_hvp": "etr_core.hvp",

@@ -15,12 +15,14 @@ from torch import Tensor
 
 from etr_core._validation import check_bool, check_int, check_real
 from etr_core.config import TRConfig
-from etr_core.optim.options import ALL_OPTIONS, defaults_for, resolve_groups
+from etr_core.optim.options import ALL_OPTIONS, LATER_OPTIONS, defaults_for
 from etr_core.optim.records import COUNTER_KEYS
 
 __all__ = ["check_loadable", "check_params"]
 
 REGION_KEYS = ("radius", "initial_radius", "counters", "last_accepted")
+# optional region keys: handled-fault counts, and the radius the automatic start chose
+OPTIONAL_REGION_KEYS = ("fault_counts", "auto_radius")
 
 
 def check_params(params: Any, existing: list[Tensor], owner: str) -> None:
@@ -80,11 +82,11 @@ def check_loadable(opt: Any, state_dict: Any) -> dict[str, Any] | None:
                 f"group {i} has {len(own['params'])}: the state is for another model"
             )
         foreign = sorted(k for k in group if k in ALL_OPTIONS and k not in opt._OPTIONS)
-        missing = [k for k in opt._OPTIONS if k not in group]
+        missing = [k for k in opt._OPTIONS if k not in group and k not in LATER_OPTIONS]
         if foreign or missing:
             what = f"has option(s) {foreign} that {owner} does not take" if foreign else f"lacks {missing}"
             raise ValueError(f"state_dict is not a {owner} state: its param_groups[{i}] {what}")
-    config = resolve_groups(groups, opt._OPTIONS, owner).config
+    config = opt._resolve_groups(groups).config
     ids = [pid for group in groups for pid in group["params"]]
     if len(set(ids)) != len(ids):
         raise ValueError("state_dict['param_groups'] lists a parameter id twice")
@@ -100,7 +102,7 @@ def _check_param_state(entry: Any, k: int, p: Tensor, config: TRConfig) -> None:
     where = f"state_dict['state'] entry of parameter {k} (shape {tuple(p.shape)})"
     if not isinstance(entry, Mapping):
         raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
-    allowed = {"v", *REGION_KEYS} if k == 0 else {"v"}
+    allowed = {"v", *REGION_KEYS, *OPTIONAL_REGION_KEYS} if k == 0 else {"v"}
     unknown = sorted(map(str, set(entry) - allowed))
     if unknown:
         raise ValueError(f"{where} has unknown key(s) {unknown}")
@@ -135,6 +137,15 @@ def _check_region(entry: Mapping[str, Any], where: str) -> None:
     for key in COUNTER_KEYS:
         check_int(f"{where}: counters[{key!r}]", counters[key], minimum=0)
     check_bool(f"{where}: last_accepted", entry["last_accepted"])
+    faults = entry.get("fault_counts", {})
+    if not isinstance(faults, Mapping) or not all(isinstance(key, str) for key in faults):
+        raise ValueError(f"{where}: fault_counts must be a dict from fault kind (str) to count")
+    for key, count in faults.items():
+        check_int(f"{where}: fault_counts[{key!r}]", count, minimum=0)
+    if "auto_radius" in entry:
+        chosen = check_real(f"{where}: auto_radius", entry["auto_radius"])
+        if not chosen > 0:
+            raise ValueError(f"{where}: auto_radius must be > 0, got {chosen!r}")
 
 
 def _from_earlier_layout(opt: Any, old: Mapping[str, Any]) -> dict[str, Any]:

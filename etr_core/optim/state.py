@@ -32,6 +32,7 @@ from etr_core.optim.loading import check_loadable, check_params
 from etr_core.optim.options import (
     GroupOptions,
     check_group_keys,
+    SETTINGS,
     ellipsoid_options,
     resolve_groups,
 )
@@ -92,7 +93,7 @@ class _TRState(_Accumulator, torch.optim.Optimizer):
             )
         self.distributed = distributed
         self.last_step: StepRecord | None = None
-        super().__init__(params, defaults)
+        super().__init__(params, {**defaults, **SETTINGS})
         if not self._params:
             raise ValueError("params is empty: pass the tensors to optimise")
 
@@ -126,12 +127,18 @@ class _TRState(_Accumulator, torch.optim.Optimizer):
             param_group["params"] = list(params)  # a generator is read once, here
         check_params(param_group.get("params"), self._params, owner)
         candidate = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
-        resolve_groups([*self.param_groups, candidate], self._OPTIONS, owner)
+        self._resolve_groups([*self.param_groups, candidate])
         super().add_param_group(param_group)
         if self._params:
             self._sync_state(self._resolve())
 
     # -- options and state in force --------------------------------------------------------------------
+    @classmethod
+    def _resolve_groups(cls, groups: list[Any]) -> GroupOptions:
+        """The validated options of ``groups`` (``ValueError`` when they disagree); a subclass with
+        options of its own (``EllipsoidalARC``) overrides this one method."""
+        return resolve_groups(groups, cls._OPTIONS, cls.__name__)
+
     def _resolve(self) -> GroupOptions:
         """The options in force, validated; remembered while the groups hold the same plain values."""
         key = tuple(group.get(k) for group in self.param_groups for k in self._OPTIONS)
@@ -142,7 +149,7 @@ class _TRState(_Accumulator, torch.optim.Optimizer):
                     return cached[1]
             except (TypeError, RuntimeError, ValueError):
                 pass
-        options = resolve_groups(self.param_groups, self._OPTIONS, type(self).__name__)
+        options = self._resolve_groups(self.param_groups)
         if all(type(v) in _PLAIN for v in key):
             self._resolved = (key, options)
         return options
@@ -182,6 +189,41 @@ class _TRState(_Accumulator, torch.optim.Optimizer):
     @_last_accepted.setter
     def _last_accepted(self, value: bool) -> None:
         self._region["last_accepted"] = bool(value)
+
+    # -- switches kept in param_groups (saved, copied and pickled with them) ------------------------------
+    def _setting(self, name: str) -> bool:
+        return bool(self.param_groups[0].get(name, SETTINGS[name]))
+
+    def _set_setting(self, name: str, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+        for group in self.param_groups:
+            group[name] = value
+
+    @property
+    def keep_grad(self) -> bool:
+        """Leave the step's gradient at ``w`` in ``p.grad`` after ``step`` (default ``True``); kept as
+        ``param_groups[i]["keep_grad"]``."""
+        return self._setting("keep_grad")
+
+    @keep_grad.setter
+    def keep_grad(self, value: bool) -> None:
+        self._set_setting("keep_grad", value)
+
+    @property
+    def fork_rng(self) -> bool:
+        """Give every closure call of a step the same random state (default ``True``; see
+        :mod:`etr_core.step_guard`); kept as ``param_groups[i]["fork_rng"]``."""
+        return self._setting("fork_rng")
+
+    @fork_rng.setter
+    def fork_rng(self, value: bool) -> None:
+        self._set_setting("fork_rng", value)
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """Handled faults by kind (:mod:`etr_core.step_support`), kept in the region's state."""
+        return self._region.setdefault("fault_counts", {})
 
     @property
     def dim(self) -> int:
