@@ -15,7 +15,6 @@ anywhere on the command line shows the traceback instead. Warnings print as one 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from etr_core.cli_resume import given_flags as _given_flags
 from etr_core.data import DATASET_NAMES, FILE_DATASETS
 from etr_core.errors import one_line, user_message
 from etr_core.models import MODEL_DESCRIPTIONS, MODEL_NAMES
@@ -271,97 +271,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # -- etr train ---------------------------------------------------------------------------------------------
 
 
-# Flags of `etr train` and the configuration field each one sets; on --resume the budget flags extend
-# the run, the cadence/placement flags apply as recorded changes, and any other flag that differs from
-# the saved configuration is refused (never silently ignored).
-_BUDGET_FLAGS = {"max_steps": "--max-steps", "max_epochs": "--max-epochs", "max_seconds": "--max-seconds"}
-_CHANGEABLE_FLAGS = {
-    "eval_every": ("eval_every", "--eval-every"),
-    "checkpoint_every": ("checkpoint_every", "--checkpoint-every"),
-    "device": ("device", "--device"),
-    "threads": ("num_threads", "--threads"),
-    "data_root": ("data_root", "--data-root"),
-}
-_FIXED_FLAGS = {
-    "method": ("method", "--method"),
-    "seed": ("seed", "--seed"),
-    "batch_size": ("batch_size", "--batch-size"),
-    "lr": ("lr", "--lr"),
-    "preset": ("preset", "--preset"),
-    "tr_option": ("tr_options", "--tr-option"),
-    "dataset": ("dataset", "--dataset"),
-    "model": ("model", "--model"),
-    "max_train": ("data_options", "--max-train"),
-    "dtype": ("dtype", "--dtype"),
-}
-
-
-def _given_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> set[str]:
-    """Destinations of the options the user typed after the command (defaults excluded)."""
-    command = getattr(args, "command", None)
-    if command not in argv:
-        return set()
-    rest = list(argv[argv.index(command) + 1 :])
-    actions = [a for a in parser._actions if a.dest != "help"]
-    saved = [(a, a.default, a.required) for a in actions]
-    try:
-        for a in actions:
-            a.default, a.required = argparse.SUPPRESS, False
-        given, _ = parser.parse_known_args(rest, argparse.Namespace())
-    finally:
-        for a, default, required in saved:
-            a.default, a.required = default, required
-    return {a.dest for a in actions if hasattr(given, a.dest)}
-
-
-def _flag_value(dest: str, args: argparse.Namespace, saved: dict[str, Any], parser) -> Any:
-    if dest == "tr_option":
-        return {**(saved.get("tr_options") or {}), **_key_values(args.tr_option, "--tr-option", parser)}
-    if dest == "max_train":
-        return {**(saved.get("data_options") or {}), "max_train": args.max_train}
-    return getattr(args, dest)
-
-
 def _resumed_config(run_dir: Path, args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """The configuration saved in ``run_dir`` with the changes the typed flags ask for.
+    """The saved configuration of ``run_dir`` with the changes the typed flags may make (see
+    :mod:`etr_core.cli_resume`)."""
+    from etr_core.cli_resume import resumed_config
 
-    Budget flags extend the run and cadence/placement flags apply (both recorded in config.json by
-    the trainer); a flag that would change the run itself (method, batch size, step size, data,
-    ...) is refused with exit 2, naming each one, unless it repeats the saved value.
-    """
-    from etr_core.results import load_run
-    from etr_core.training import TrainConfig
-
-    try:
-        saved = load_run(run_dir).config
-    except FileNotFoundError as exc:
-        parser.error(f"--resume {run_dir}: {exc}")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in saved.items() if k in fields}
-    given = getattr(args, "given_flags", set())
-    for dest in given & set(_BUDGET_FLAGS):
-        values[dest] = getattr(args, dest)
-    for dest in given & set(_CHANGEABLE_FLAGS):
-        values[_CHANGEABLE_FLAGS[dest][0]] = getattr(args, dest)
-    conflicts = []
-    for dest in sorted(given & set(_FIXED_FLAGS)):
-        field, flag = _FIXED_FLAGS[dest]
-        wanted = _flag_value(dest, args, saved, parser)
-        resolved = saved.get(f"{field}_resolved") if field in ("batch_size", "lr") else None
-        if wanted != saved.get(field) and (resolved is None or wanted != resolved):
-            have = saved.get(field) if resolved is None else resolved
-            conflicts.append(f"{flag} (run has {have!r}, flag asks {wanted!r})")
-    if conflicts:
-        changeable = [*_BUDGET_FLAGS.values(), *(flag for _, flag in _CHANGEABLE_FLAGS.values())]
-        parser.error(
-            f"--resume {run_dir}: a resumed run keeps its settings; these flags would change it: "
-            f"{', '.join(conflicts)}. Drop them, or start a new run in another folder (--out). Flags that "
-            f"may change on resume: {', '.join(changeable)}"
-        )
-    try:
-        return TrainConfig.from_dict(values)
-    except (ValueError, TypeError) as exc:
-        parser.error(f"--resume {run_dir}: {exc}")
+    return resumed_config(run_dir, args, parser, lambda items: _key_values(items, "--tr-option", parser))
 
 
 def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
