@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 ELLIPSOIDS = ("uniform", "adagrad", "rms")
+# Beyond the paper (its section 6 future work): the Hutchinson Hessian-diagonal ellipsoid
+# (etr_core.hessian_diagonal). No paper or authors' preset exists for it.
+BEYOND_PAPER_ELLIPSOIDS = ("hessian",)
+HESSIAN_BLOCKS = ("element", "layer", "unit")
 SOLVERS = ("cg", "lanczos")
 STOP_RULES = ("residual", "model_decrease")
 RESIDUAL_NORMS = ("l2", "m_inv")
@@ -51,8 +55,9 @@ EPS_MODES = ("paper", "authors")
 
 
 def default_gamma2(ellipsoid: str) -> float:
-    """Table 1 shrink factor: 1.75 for the RMSProp ellipsoid, 1.5 for uniform and Adagrad."""
-    check_choice("ellipsoid", ellipsoid, ELLIPSOIDS)
+    """Table 1 shrink factor: 1.75 for the RMSProp ellipsoid, 1.5 for uniform and Adagrad (and the
+    Hessian-diagonal ellipsoid, which the paper does not have)."""
+    check_choice("ellipsoid", ellipsoid, (*ELLIPSOIDS, *BEYOND_PAPER_ELLIPSOIDS))
     return 1.75 if ellipsoid == "rms" else 1.5
 
 
@@ -137,6 +142,8 @@ class TRConfig:
     warmup: WarmupSpec | None = None
     pivot: PivotSpec | None = None
     l2_alpha: float = 0.0
+    hessian_probes: int = 1
+    hessian_block: str = "element"
     label: str = field(default="paper Table 1")
 
     def __post_init__(self) -> None:
@@ -169,7 +176,9 @@ class TRConfig:
         self.theta = check_nonnegative("theta", self.theta)
         self.max_krylov = check_int("max_krylov", self.max_krylov, minimum=0)
         self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
-        check_choice("ellipsoid", self.ellipsoid, ELLIPSOIDS)
+        check_choice("ellipsoid", self.ellipsoid, (*ELLIPSOIDS, *BEYOND_PAPER_ELLIPSOIDS))
+        self.hessian_probes = check_int("hessian_probes", self.hessian_probes, minimum=1)
+        check_choice("hessian_block", self.hessian_block, HESSIAN_BLOCKS)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("stop_rule", self.stop_rule, STOP_RULES)
         if self.solver == "lanczos" and self.stop_rule != "residual":

@@ -19,8 +19,8 @@ act through ``.grad`` accumulation (``register_post_accumulate_grad_hook``) do n
 ``backward()`` runs. Module backward hooks (``register_full_backward_hook``) are part of the graph
 and do run during Hessian products; use tensor hooks for gradient surgery.
 
-Faults handled here, counted in ``opt.fault_counts`` (not saved in ``state_dict``) and warned once
-per optimiser and kind:
+Faults handled here, counted in ``opt.fault_counts`` (kept in the optimiser's state, so saved by
+``state_dict`` and kept by ``copy.deepcopy`` and pickle) and warned once per optimiser and kind:
 
 * ``"hvp_fallback"``: the quadratic model's solve met a non-finite Hessian-vector product while the
   gradient is finite. The step falls back to the first-order trust-region step in the same ellipsoid
@@ -85,6 +85,9 @@ def set_gradients(params: list[Tensor], flat: Tensor) -> None:
 
 
 def _fault_counts(opt: Any) -> dict[str, int]:
+    counts = getattr(type(opt), "fault_counts", None)
+    if isinstance(counts, property):  # the optimisers keep the counts in their state
+        return opt.fault_counts
     counts = opt.__dict__.get("fault_counts")
     if counts is None:
         counts = opt.__dict__["fault_counts"] = {}

@@ -35,13 +35,20 @@ COMMON_OPTIONS = (
     "ellipsoid", "radius", "max_radius", "lr", "eta1", "eta2", "gamma1", "gamma2",
     "grow_only_on_boundary", "ellipsoid_update", "beta", "eps", "eps_mode", "tiny_pred",
 )
-SOLVER_OPTIONS = ("krylov_tol", "theta", "max_krylov", "solver", "stop_rule", "residual_norm", "root")
+SOLVER_OPTIONS = (
+    "krylov_tol", "theta", "max_krylov", "solver", "stop_rule", "residual_norm", "root",
+    "auto_radius", "hessian_fraction",
+)
+# Options added after states were first saved: a group (or saved state) without them takes these.
+LATER_OPTIONS = {"auto_radius": False, "hessian_fraction": 1.0}
+# Per-optimiser switches kept in every group (saved, copied and pickled with it); not TR options.
+SETTINGS = {"keep_grad": True, "fork_rng": True}
 ELLIPSOIDAL_OPTIONS = COMMON_OPTIONS + SOLVER_OPTIONS
 FIRST_ORDER_OPTIONS = (*COMMON_OPTIONS, "radius_rule")
 ALL_OPTIONS = frozenset(ELLIPSOIDAL_OPTIONS + FIRST_ORDER_OPTIONS)
 # Keys torch and its LR schedulers write into groups; they are not options and are left alone.
 TORCH_GROUP_KEYS = frozenset(
-    {"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_lr", "differentiable"}
+    {"params", "param_names", "initial_lr", "max_lr", "min_lr", "base_lr", "differentiable", *SETTINGS}
 )
 _NOT_CONFIG = ("lr", "radius_rule")
 _CANONICAL = {"uni": "uniform", "sphere": "uniform", "ada": "adagrad", "rmsprop": "rms"}
@@ -71,10 +78,10 @@ def check_group_keys(group: Mapping[str, Any], names: tuple[str, ...], owner: st
 
 def group_options(group: Mapping[str, Any], names: tuple[str, ...], where: str) -> GroupOptions:
     """Validate the options of one group (every value any real scalar: Python, numpy, 0-dim tensor)."""
-    missing = [k for k in names if k not in group]
+    missing = [k for k in names if k not in group and k not in LATER_OPTIONS]
     if missing:
         raise ValueError(f"{where} lacks option(s) {missing}")
-    fields = {k: group[k] for k in names if k not in _NOT_CONFIG}
+    fields = {k: group.get(k, LATER_OPTIONS.get(k)) for k in names if k not in _NOT_CONFIG}
     ellipsoid = fields["ellipsoid"]
     if isinstance(ellipsoid, str):
         fields["ellipsoid"] = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower())
@@ -128,13 +135,40 @@ def defaults_for(config: TRConfig, names: tuple[str, ...], lr: float, radius_rul
     return _values(GroupOptions(config, lr, radius_rule, config.radius), names)
 
 
+PRESET_NAMES = ("paper", "fast", "authors:<dataset>:<model>")
+
+
+def named_preset(name: str, ellipsoid: Any = None) -> TRConfig:
+    """The configuration of a preset named by a string: "paper" (Table 1, the default), "fast"
+    (:func:`etr_core.config.fast`) or "authors:<dataset>:<model>" (:func:`etr_core.config.authors`),
+    for the ellipsoid ``ellipsoid`` when it is a name (else "rms"). ``ValueError`` for other names."""
+    from etr_core.config import authors, fast, paper_table1
+
+    kind = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower()) if isinstance(ellipsoid, str) else "rms"
+    if kind not in ("uniform", "adagrad", "rms"):
+        kind = "rms"  # build_config reports the bad ellipsoid name itself
+    parts = name.strip().lower().split(":")
+    if parts == ["paper"]:
+        return paper_table1(kind)
+    if parts == ["fast"]:
+        return fast(kind)
+    if parts[0] == "authors" and len(parts) == 3:
+        return authors(parts[1], parts[2], kind)
+    raise ValueError(
+        f"preset must be one of {list(PRESET_NAMES)} or a TRConfig, got {name!r} "
+        "(e.g. preset='authors:fashion_mnist:fc')"
+    )
+
+
 def ellipsoid_options(config: TRConfig) -> dict[str, Any]:
     """Keyword options of :func:`etr_core.ellipsoids.make_ellipsoid` for ``config.ellipsoid``."""
     if config.ellipsoid == "uniform":
         return {}
     options: dict[str, Any] = {"eps": config.eps, "eps_mode": config.eps_mode}
-    if config.ellipsoid == "rms":
+    if config.ellipsoid in ("rms", "hessian"):
         options["beta"] = config.beta
+    if config.ellipsoid == "hessian":
+        options.update(probes=config.hessian_probes, block=config.hessian_block)
     return options
 
 
@@ -142,6 +176,9 @@ def _object_options(ellipsoid: Any) -> tuple[str, dict[str, Any]]:
     """Name and options of a built-in ellipsoid object passed instead of a name."""
     if isinstance(ellipsoid, UniformEllipsoid):
         return "uniform", {}
+    if getattr(ellipsoid, "name", None) == "hessian":  # etr_core.hessian_diagonal (beyond the paper)
+        return "hessian", {"eps": ellipsoid.eps, "eps_mode": ellipsoid.eps_mode, "beta": ellipsoid.beta,
+                           "hessian_probes": ellipsoid.probes, "hessian_block": ellipsoid.block}
     if isinstance(ellipsoid, (AdagradEllipsoid, RMSPropEllipsoid)):
         if getattr(ellipsoid, "bias_correction", False):
             raise ValueError(
@@ -161,12 +198,20 @@ def _object_options(ellipsoid: Any) -> tuple[str, dict[str, Any]]:
 def build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, Any]) -> TRConfig:
     """The constructor's configuration: ``preset`` (default paper Table 1, "rms"), then the ellipsoid,
     then every override that is not ``None``. Table 1's shrink factor follows a changed ellipsoid."""
+    if isinstance(preset, str):
+        preset = named_preset(preset, ellipsoid)
     if preset is not None and not isinstance(preset, TRConfig):
         raise TypeError(
-            f"preset must be a TRConfig (e.g. etr_core.config.paper_table1('rms')), got {preset!r}"
+            "preset must be 'paper', 'fast', 'authors:<dataset>:<model>' or a TRConfig "
+            f"(e.g. etr_core.config.paper_table1('rms')), got {preset!r}"
         )
     base = preset if preset is not None else TRConfig(ellipsoid="rms")
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(changes.get("radius"), str):
+        if changes["radius"].lower() != "auto":
+            raise ValueError(f"radius must be a positive number or 'auto', got {changes['radius']!r}")
+        del changes["radius"]
+        changes["auto_radius"] = True
     unknown = set(changes) - set(ALL_OPTIONS)
     if unknown:
         raise TypeError(f"unknown option(s): {sorted(unknown)}")
@@ -174,7 +219,9 @@ def build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, A
         ellipsoid = base.ellipsoid
     if isinstance(ellipsoid, str):
         check_choice(
-            "ellipsoid", ellipsoid.lower(), ("uniform", "uni", "sphere", "adagrad", "ada", "rms", "rmsprop")
+            "ellipsoid",
+            ellipsoid.lower(),
+            ("uniform", "uni", "sphere", "adagrad", "ada", "rms", "rmsprop", "hessian"),
         )
         changes["ellipsoid"] = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower())
     else:

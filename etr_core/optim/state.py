@@ -30,9 +30,9 @@ from etr_core.ellipsoids import Ellipsoid, make_ellipsoid
 from etr_core.hvp import unflatten_like
 from etr_core.optim.loading import check_loadable, check_params
 from etr_core.optim.options import (
+    SETTINGS,
     GroupOptions,
     check_group_keys,
-    SETTINGS,
     ellipsoid_options,
     resolve_groups,
 )

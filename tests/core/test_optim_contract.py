@@ -479,3 +479,79 @@ def test_first_order_eta_rule_never_raises_about_a_radius_the_user_never_set():
     opt.step(lambda: (w * w).sum())  # the same optimiser then steps normally: w - 0.1 * 2w
     torch.testing.assert_close(w.detach(), torch.tensor([0.8, -1.6], dtype=torch.float64))
     assert math.isfinite(opt.radius)
+
+
+def _with_settings_and_a_fault(cls, options):
+    """An optimiser with keep_grad/fork_rng switched off and one handled fault counted (a float32
+    radius above safe_radius is capped: fault_counts['radius_capped'] == 1)."""
+    model, X, y, batches = _task(dtype=torch.float32)
+    opt = cls(model.parameters(), **{**options, "max_radius": 1e30})
+    opt.keep_grad = False
+    opt.fork_rng = False
+    opt.radius = 1e20
+    with pytest.warns(RuntimeWarning, match="radius_capped"):
+        _run(model, opt, X, y, batches[:1])
+    assert opt.fault_counts == {"radius_capped": 1}
+    return model, opt, X, y, batches
+
+
+def _copies(model, opt, cls, options):
+    yield "state_dict", model, _loaded(model, opt, cls, options)
+    model2, opt2 = copy.deepcopy((model, opt))
+    yield "deepcopy", model2, opt2
+    model3, opt3 = pickle.loads(pickle.dumps((model, opt)))
+    yield "pickle", model3, opt3
+
+
+def _loaded(model, opt, cls, options):
+    fresh = cls(model.parameters(), **{**options, "max_radius": 1e30})
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    return fresh
+
+
+@pytest.mark.parametrize(("cls", "options"), OPTIMIZERS)
+def test_fault_counts_and_switches_survive_state_dict_deepcopy_and_pickle(cls, options):
+    model, opt, X, y, batches = _with_settings_and_a_fault(cls, options)
+    for how, model2, opt2 in _copies(model, opt, cls, options):
+        assert opt2.fault_counts == {"radius_capped": 1}, how
+        assert opt2.keep_grad is False and opt2.fork_rng is False, how
+        assert all(g["keep_grad"] is False and g["fork_rng"] is False for g in opt2.param_groups), how
+        _run(model2, opt2, X, y, batches[1:2])
+        assert all(p.grad is None for p in model2.parameters()), how  # keep_grad=False is honoured
+    assert opt.fault_counts == {"radius_capped": 1}  # the copies count on their own
+
+
+def test_fork_rng_false_is_honoured_after_a_round_trip():
+    """With fork_rng off, the trial call draws a new Dropout mask (torch's stream moves on twice)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+    X = torch.randn(32, 4)
+    saved = EllipsoidalTR(model.parameters(), radius=0.01)
+    saved.fork_rng = False
+    opt = EllipsoidalTR(model.parameters(), radius=0.01)
+    opt.load_state_dict(saved.state_dict())
+    masks: list[torch.Tensor] = []
+
+    def closure():
+        h = model[0](X)
+        out = model[1](h)
+        masks.append((out == 0).clone())
+        return model[2](out).pow(2).mean()
+
+    opt.step(closure)
+    assert len(masks) == 2 and not torch.equal(masks[0], masks[1])
+    opt.fork_rng = True
+    masks.clear()
+    opt.step(closure)
+    assert len(masks) == 2 and torch.equal(masks[0], masks[1])
+
+
+def test_settings_are_checked():
+    opt = EllipsoidalTR([torch.zeros(2, requires_grad=True)])
+    with pytest.raises(TypeError, match="keep_grad must be a bool"):
+        opt.keep_grad = 0
+    with pytest.raises(TypeError, match="fork_rng must be a bool"):
+        opt.fork_rng = "no"
