@@ -38,6 +38,7 @@ __all__ = [
     "WarmupSpec",
     "authors",
     "default_gamma2",
+    "fast",
     "paper_table1",
 ]
 
@@ -115,6 +116,13 @@ class TRConfig:
     effect; "after_accept" folds it only when the previous step was accepted (or at t = 0), the
     gate the authors' code intended.
 
+    Start and cost (not in the paper; both off in Table 1): ``auto_radius`` replaces Delta_0 at the
+    first step by the radius of the Cauchy step in the ellipsoidal norm (see
+    :mod:`etr_core.initial_radius`; ``radius`` is the fallback when the gradient direction has no
+    positive curvature); ``hessian_fraction`` in (0, 1] takes the Hessian-vector products on the first
+    ``ceil(hessian_fraction * batch)`` examples of the gradient batch (a sub-sampled B of Algorithm 1,
+    line 3).
+
     Authors' extras (data only, the optimiser ignores them): ``warmup``, ``pivot``, ``l2_alpha``.
     """
 
@@ -139,6 +147,8 @@ class TRConfig:
     eps: float = 1e-10
     eps_mode: str = "paper"
     tiny_pred: float = 0.0
+    auto_radius: bool = False
+    hessian_fraction: float = 1.0
     warmup: WarmupSpec | None = None
     pivot: PivotSpec | None = None
     l2_alpha: float = 0.0
@@ -194,6 +204,13 @@ class TRConfig:
         self.eps = check_positive("eps", self.eps)
         check_choice("eps_mode", self.eps_mode, EPS_MODES)
         self.tiny_pred = check_nonnegative("tiny_pred", self.tiny_pred)
+        self.auto_radius = check_bool("auto_radius", self.auto_radius)
+        self.hessian_fraction = check_positive("hessian_fraction", self.hessian_fraction)
+        if self.hessian_fraction > 1.0:
+            raise ValueError(
+                f"hessian_fraction must be in (0, 1] (the share of the batch the Hessian products "
+                f"use), got {self.hessian_fraction!r}"
+            )
         self.l2_alpha = check_nonnegative("l2_alpha", self.l2_alpha)
         if self.warmup is not None and not isinstance(self.warmup, WarmupSpec):
             raise TypeError(f"warmup must be a WarmupSpec or None, got {self.warmup!r}")
@@ -226,6 +243,20 @@ def paper_table1(kind: str = "rms") -> TRConfig:
     """Paper Table 1 (appendix C, B.1) for ``kind`` in "uniform" | "adagrad" | "rms"."""
     check_choice("kind", kind, ELLIPSOIDS)
     return TRConfig(ellipsoid=kind, gamma2=default_gamma2(kind), label=f"paper Table 1 ({kind})")
+
+
+def fast(kind: str = "rms") -> TRConfig:
+    """The time-to-target preset: Table 1 with the automatic initial radius (the first Cauchy step,
+    :mod:`etr_core.initial_radius`) and Hessian-vector products on a quarter of the gradient batch
+    (docs/benchmarks.md, "Presets: time to target", has the measurements behind it)."""
+    check_choice("kind", kind, ELLIPSOIDS)
+    return TRConfig(
+        ellipsoid=kind,
+        gamma2=default_gamma2(kind),
+        auto_radius=True,
+        hessian_fraction=0.25,
+        label=f"fast ({kind})",
+    )
 
 
 # --- the authors' parameter files ------------------------------------------------------------------
