@@ -51,11 +51,11 @@ ARC_DEFAULTS: dict[str, Any] = {
     "ellipsoid": "rms", "sigma": 1.0, "sigma_min": 1e-8, "sigma_max": 1e16, "lr": 1.0,
     "eta1": 0.1, "eta2": 0.9, "gamma1": 2.0, "gamma2": 2.0, "ellipsoid_update": "every_iteration",
     "beta": 0.8, "eps": 1e-10, "eps_mode": "paper", "tiny_pred": 0.0,
-    "krylov_tol": 0.1, "theta": 0.5, "max_krylov": 50,
+    "krylov_tol": 0.1, "theta": 0.5, "max_krylov": 50, "hessian_probes": 1, "hessian_block": "element",
 }
 ARC_OPTIONS = tuple(ARC_DEFAULTS)
 _TR_FIELDS = ("ellipsoid", "eta1", "eta2", "gamma1", "gamma2", "ellipsoid_update", "beta", "eps",
-              "eps_mode", "tiny_pred", "krylov_tol", "theta", "max_krylov")
+              "eps_mode", "tiny_pred", "krylov_tol", "theta", "max_krylov", "hessian_probes", "hessian_block")
 _CANONICAL = {"uni": "uniform", "sphere": "uniform", "ada": "adagrad", "rmsprop": "rms"}
 
 
@@ -100,7 +100,8 @@ class EllipsoidalARC(_TrustRegionBase):
     ``sigma_max`` (1e16), ``lr`` (1.0), ``eta1`` (0.1), ``eta2`` (0.9), ``gamma1``/``gamma2`` (2, 2),
     ``krylov_tol``/``theta`` (stop when the model gradient's ``M^-1`` norm is ``<= ||g|| min(krylov_tol,
     ||g||^theta)``), ``max_krylov`` (50), and the ellipsoid's ``beta``, ``eps``, ``eps_mode``,
-    ``ellipsoid_update``; ``tiny_pred`` rejects a predicted decrease at or below it."""
+    ``ellipsoid_update``; ``hessian_probes`` (1) and ``hessian_block`` ("element", "layer", "unit") for
+    ``ellipsoid="hessian"``; ``tiny_pred`` rejects a predicted decrease at or below it."""
 
     _OPTIONS = ARC_OPTIONS
 
@@ -112,7 +113,9 @@ class EllipsoidalARC(_TrustRegionBase):
         defaults = {**ARC_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
         if ellipsoid is not None:
             if not isinstance(ellipsoid, str):
-                raise TypeError(f"ellipsoid must be a name ('rms', 'adagrad', 'uniform'), got {ellipsoid!r}")
+                raise TypeError(
+                    f"ellipsoid must be a name ('rms', 'adagrad', 'uniform', 'hessian'), got {ellipsoid!r}"
+                )
             defaults["ellipsoid"] = ellipsoid
         defaults["ellipsoid"] = _group_options(defaults, "options").config.ellipsoid
         super().__init__(params, defaults, distributed)
@@ -154,6 +157,9 @@ class EllipsoidalARC(_TrustRegionBase):
             self._check_no_backward()
             _, hvp = grad_with_graph(h_loss, self._params, allow_frozen=True)
             self.counters["backward"] += 1
+            if hasattr(self._ell, "update_curvature"):  # the Hessian ellipsoid probes the Hessian batch
+                updated = self._update_ellipsoid(g, hvp)
+                m = self._ell.diag(like=g)
         sigma = self.sigma
         c = self._cfg
         result = arc_subproblem(g, self._reduced(hvp), sigma, m, kappa=c.krylov_tol, theta=c.theta,

@@ -341,7 +341,9 @@ _UNIFORM_IGNORED = {"eps", "eps_mode", "beta", "bias_correction"}
 
 def make_ellipsoid(name: str | Ellipsoid, **kwargs: Any) -> Ellipsoid:
     """Build an ellipsoid by name: ``"uniform"`` (``"uni"``), ``"adagrad"`` (``"ada"``), ``"rms"``
-    (``"rmsprop"``). An existing ellipsoid object is returned unchanged (kwargs must then be empty).
+    (``"rmsprop"``), or ``"hessian"`` (beyond the paper: :class:`etr_core.hessian_diagonal.
+    HessianDiagonalEllipsoid`, options ``beta``, ``eps``, ``eps_mode``, ``probes``, ``block``, ``seed``).
+    An existing ellipsoid object is returned unchanged (kwargs must then be empty).
     """
     if not isinstance(name, str):
         if isinstance(name, Ellipsoid):
@@ -352,9 +354,13 @@ def make_ellipsoid(name: str | Ellipsoid, **kwargs: Any) -> Ellipsoid:
             return name
         raise TypeError(f"ellipsoid must be a name or an ellipsoid object, got {type(name).__name__}")
     key = _ALIASES.get(name.lower())
+    if key is None and name.lower() == "hessian":
+        from etr_core.hessian_diagonal import HessianDiagonalEllipsoid  # built on RMSPropEllipsoid
+
+        return HessianDiagonalEllipsoid(**{k: v for k, v in kwargs.items() if k != "bias_correction"})
     if key is None:
         raise ValueError(f"ellipsoid must be one of {', '.join(map(repr, ELLIPSOID_NAMES))} "
-                         f"(aliases 'uni', 'ada', 'rmsprop'); got {name!r}")
+                         f"(aliases 'uni', 'ada', 'rmsprop') or 'hessian'; got {name!r}")
     if key == "uniform":
         unknown = set(kwargs) - _UNIFORM_IGNORED
         if unknown:

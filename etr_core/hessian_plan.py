@@ -21,11 +21,14 @@ computes (a unit that overruns stops with :class:`~etr_core.hessian_jobs.BudgetE
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -248,6 +251,7 @@ def _snapshot_in_worker(net: tuple, seed: int, step: int, batch: int, cells: int
 
 _POOL: ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+_MAIN_LOCK = threading.Lock()
 
 
 def slots() -> int:
@@ -256,12 +260,33 @@ def slots() -> int:
     return max(1, int(raw)) if raw.isdigit() else max(1, (os.cpu_count() or 2) // 2)
 
 
+@contextlib.contextmanager
+def _plain_main():
+    """While worker processes start, hide the main script from ``multiprocessing``.
+
+    A spawned or forkserver child re-runs the parent's ``__main__`` file; under Streamlit that is
+    the app script, which must not run inside a worker. A stand-in ``__main__`` without a file
+    makes the child skip it; the real one is put back unless something replaced it meanwhile.
+    """
+    with _MAIN_LOCK:
+        real = sys.modules.get("__main__")
+        stand_in = types.ModuleType("__main__")
+        sys.modules["__main__"] = stand_in
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is stand_in and real is not None:
+                sys.modules["__main__"] = real
+
+
 def _pool() -> ProcessPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            if ctx.get_start_method() == "forkserver":
+                ctx.set_forkserver_preload(["etr_core.hessian_plan", "etr_core.hessian_analysis"])
             _POOL = ProcessPoolExecutor(max_workers=slots(), mp_context=ctx, initializer=_init_worker)
         return _POOL
 
@@ -285,7 +310,9 @@ def execute(unit: Any, cache: ResultCache, budget: float) -> tuple[dict, float]:
         call = (_snapshot_in_worker, unit.net, unit.seed, unit.step, unit.batch, unit.cells,
                 checkpoint.params, budget)
     try:
-        result, cpu = _pool().submit(*call).result()
+        with _plain_main():  # submit may start a worker process
+            future = _pool().submit(*call)
+        result, cpu = future.result()
     except BrokenProcessPool:
         _reset_pool()
         raise

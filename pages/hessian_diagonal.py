@@ -1,19 +1,20 @@
 """Is a network's Hessian diagonally dominant? (paper section 3.2, Fig. 2, Fig. 6, Proposition 1)
 
-Every number comes from ``etr_core.hessian_experiment`` (training, exact Hessian, masses, Lanczos)
-and ``etr_core.curvature.wigner`` (Proposition 1, corrected); every figure from
-``etr_core.viz.hessian_plots``.
+Every number comes from ``etr_core.hessian_plan`` (what to compute, its cost, the background jobs
+that run it in worker processes) and ``etr_core.curvature.wigner`` (Proposition 1, corrected);
+every figure from ``etr_core.viz.hessian_plots``. The first numbers and the heat map come from one
+Hessian; the Fig. 2 bars over training and more seeds follow in the background, with progress
+and a cancel button, and are shared with every other session that asks for the same thing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import time
+import uuid
 
-import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from etr_core.curvature import (
     paper_printed_wigner_mass,
@@ -21,7 +22,21 @@ from etr_core.curvature import (
     wigner_mass_exact,
     wigner_mass_monte_carlo,
 )
-from etr_core.hessian_experiment import PHASES, analyse_network, parameter_count, summarize
+from etr_core.data import available_datasets, default_root
+from etr_core.hessian_analysis import PHASES, layout, parameter_count
+from etr_core.hessian_experiment import summarize
+from etr_core.hessian_plan import (
+    CPU_CAP,
+    FIRST_ANSWER_CAP,
+    PAGE_MAX_EXAMPLES,
+    PAGE_MAX_PARAMS,
+    PageSettings,
+    background_units,
+    first_units,
+    fit_to_budget,
+    page_dataset,
+    registry,
+)
 from etr_core.viz.hessian_plots import eigenvalue_figure, hessian_heatmap, phase_bars
 from ui.common import (
     global_seed,
@@ -37,19 +52,17 @@ from ui.frame import ensure_app_frame
 ensure_app_frame()
 
 P = "hd"  # widget-key prefix of this page
-PAGE_MAX_PARAMS = 4_000  # the page stays interactive; `etr hessian` goes to 12,000
 DATASETS = {"digits": "8×8 digits (scikit-learn)", "blobs": "generated: 3 Gaussian blobs (2-D)",
-            "moons": "generated: two moons (2-D)", "spirals": "generated: 3 spirals (2-D)"}
+            "moons": "generated: two moons (2-D)", "spirals": "generated: 3 spirals (2-D)",
+            "mnist": f"MNIST (first {PAGE_MAX_EXAMPLES:,} training images)",
+            "fashion_mnist": f"Fashion-MNIST, reconstructed split (first {PAGE_MAX_EXAMPLES:,} images)"}
 WIDTHS = [2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256]
 STEPS = [0, 10, 20, 50, 100, 200, 500, 1000, 2000]
 ALL_EXAMPLES = 1_000_000  # larger than any training set here: the full-data Hessian
 BATCHES = [16, 32, 64, 128, 256, 512, 1024, ALL_EXAMPLES]
 ACTIVATIONS = ["tanh", "sigmoid", "relu", "softplus", "gelu"]
 PHASE_TEXT = {"init": "at initialisation", "middle": "after half of the steps", "end": "after all steps"}
-LR = 0.01
-TRAIN_BATCH = 64
-HEATMAP_CELLS = 200
-
+FIT = f"{P}__fit"             # values the cost cap lowered, applied before the widgets of the next run
 
 
 def _preset(width: int, depth: int) -> dict:
@@ -69,26 +82,10 @@ PRESETS = {
 }
 
 
-@st.cache_data(max_entries=48, show_spinner=False)
-def _dataset(name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    from etr_core.data import load_dataset
-
-    ds = load_dataset(name, seed=0)
-    x = ds.train_x.reshape(ds.n_train, -1).numpy()
-    return x, ds.train_y.numpy(), ds.num_classes
-
-
-@st.cache_data(max_entries=96, show_spinner=False)
-def _analyse_at(sizes: tuple[int, ...], data: str, activation: str, seed: int, step: int, batch: int,
-                cells: int | None):
-    # one Hessian per cached call, keyed by its step: the progress bar moves between calls, and the
-    # seeded training up to a step is the same whatever N is, so N = 200 reuses N = 100's end phase
-    x, y, _ = _dataset(data)
-    return analyse_network(
-        sizes, torch.from_numpy(x), torch.from_numpy(y), activation=activation, seed=seed, steps=step,
-        batch=batch, train_batch=TRAIN_BATCH, lr=LR, phases=(("at", 1.0),), max_params=PAGE_MAX_PARAMS,
-        heatmap_cells=cells, dtype=torch.float32,
-    )
+@st.cache_data(ttl=60, show_spinner=False)
+def _datasets(root: str) -> list[str]:
+    present = set(available_datasets(root))
+    return [name for name in DATASETS if name in present]
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -103,6 +100,29 @@ def _fmt(v: float, digits: int = 4) -> str:
     return "n/a" if not math.isfinite(v) else f"{v:.{digits}g}"
 
 
+def _wait(job, label: str, timeout: float = 10.0):
+    """Block (with a progress bar) until ``job`` has finished or ``timeout`` seconds passed; then, if
+    it still runs (a busy server, the first visit starting the worker), poll it and stop the page."""
+    bar = st.progress(0.0, text=label)
+    deadline = time.monotonic() + timeout
+    while not job.wait(0.1) and time.monotonic() < deadline:
+        status = job.status()
+        bar.progress(status.fraction, text=f"{label}: {status.message}")
+    bar.empty()
+    if job.status().finished:
+        return job.status()
+
+    @st.fragment(run_every=0.5)
+    def poll() -> None:
+        status = job.status()
+        if status.finished:
+            st.rerun()
+        st.progress(status.fraction, text=f"{label}: {status.message}")
+
+    poll()
+    st.stop()
+
+
 st.title("Is the Hessian of a neural network diagonally dominant?")
 st.markdown(
     "The paper picks **diagonal** ellipsoids as trust regions because real network Hessians keep far "
@@ -110,10 +130,17 @@ st.markdown(
     "Fig. 2). Test the claim on a network of your choice."
 )
 
+fit = st.session_state.pop(FIT, None)
+if fit is not None:  # before the widgets exist, so the lowered values reach them and the URL
+    for key, value in fit["values"].items():
+        st.session_state[key] = value
+    st.session_state[f"{FIT}_note"] = fit
+
 preset_buttons(PRESETS, P)
 left, right = st.columns(2)
 with left:
-    data = url_selectbox("Data", f"{P}_data", list(DATASETS), "digits", format_func=DATASETS.get)
+    data = url_selectbox("Data", f"{P}_data", _datasets(str(default_root())), "digits",
+                         format_func=DATASETS.get)
     width = url_select_slider("Hidden width", f"{P}_width", WIDTHS, 16)
     depth = url_slider("Hidden layers", f"{P}_depth", 1, 3, 1)
     activation = url_selectbox("Activation", f"{P}_act", ACTIVATIONS, "tanh")
@@ -125,14 +152,26 @@ with right:
                       format_func=PHASE_TEXT.get, horizontal=True)
     n_seeds = url_slider("Seeds for the phase bars", f"{P}_seeds", 1, 10, 1,
                          help="Fig. 2 shows the mean and 95% interval over 10 runs; 2 or more seeds "
-                         "give an interval here (each seed costs three more Hessians).")
+                         "give an interval here (each seed costs three more Hessians, computed in the "
+                         "background).")
 show_blocks = url_toggle("Outline layer blocks", f"{P}_blocks", True)
+note = st.session_state.get(f"{FIT}_note")
+if note is not None:  # the reason stays on screen while the lowered values are in use
+    if all(st.session_state.get(k) == v for k, v in note["values"].items()):
+        st.warning(note["message"])
+    else:
+        del st.session_state[f"{FIT}_note"]
 
 seed = global_seed()
-x_np, _, num_classes = _dataset(data)
+root = str(default_root())  # resolved here: worker processes may have another environment
+try:
+    x_np, _, num_classes = page_dataset(data, root)
+except (OSError, ValueError) as err:
+    st.warning(f"The data set {data!r} could not be loaded: {err}")
+    st.stop()
 sizes = (x_np.shape[1], *([int(width)] * int(depth)), num_classes)
 d = parameter_count(sizes)
-layout = "-".join(map(str, sizes))
+layout_text = "-".join(map(str, sizes))
 
 if d > PAGE_MAX_PARAMS:
     arch = "-".join([str(width)] * int(depth))
@@ -142,46 +181,37 @@ if d > PAGE_MAX_PARAMS:
         else "estimate δ_H from sampled exact rows (`etr_core.curvature.sampled_row_mass`, one HVP per row)"
     )
     st.warning(
-        f"The network {layout} has d = {d:,} parameters, above this page's exact-Hessian limit of "
+        f"The network {layout_text} has d = {d:,} parameters, above this page's exact-Hessian limit of "
         f"{PAGE_MAX_PARAMS:,} (its Hessian would hold {d * d:,} entries). Pick a smaller width or depth, "
         f"or {larger}."
     )
     st.stop()
 
-bar = st.progress(0.0, text=f"Training {layout} (d = {d:,}) and computing its Hessian...")
-seeds = [seed + k for k in range(int(n_seeds))]
-analyses = []
-total = len(seeds) * len(PHASES)
-try:
-    for k, s in enumerate(seeds):
-        parts = []
-        for j, (name, fraction) in enumerate(PHASES):
-            bar.progress((k * len(PHASES) + j) / total, text=f"seed {s}: Hessian {PHASE_TEXT[name]}")
-            part = _analyse_at(sizes, data, activation, s, round(fraction * int(steps)), int(batch),
-                               HEATMAP_CELLS if k == 0 else None)
-            parts.extend(dataclasses.replace(snapshot, phase=name) for snapshot in part.snapshots)
-            if not part.snapshots or not math.isfinite(part.snapshots[-1].train_loss):
-                break
-        analyses.append(dataclasses.replace(part, snapshots=parts))
-except (ValueError, RuntimeError) as err:
-    bar.empty()
-    st.warning(f"The analysis could not run: {err}")
-    st.stop()
-bar.empty()
+asked = PageSettings(data, sizes, activation, int(batch), int(steps), phase, int(n_seeds), seed, len(x_np),
+                     root)
+settings, reason = fit_to_budget(asked, BATCHES, STEPS)
+if reason is not None:
+    st.session_state[FIT] = {"message": reason, "values": {
+        f"{P}_seeds": settings.seeds, f"{P}_batch": settings.batch, f"{P}_steps": settings.steps}}
+    st.rerun()
 
-main = analyses[0]
-snapshots = {s.phase: s for s in main.snapshots}
-if phase not in snapshots:
-    st.warning(f"Training diverged before the {phase} phase (loss {main.snapshots[-1].train_loss}); "
-               "showing the last finite phase.")
-    phase = main.snapshots[-1].phase
-snap = snapshots[phase]
+owner = st.session_state.setdefault(f"{P}__owner", uuid.uuid4().hex)
+jobs = registry()
+units = first_units(settings)
+first = jobs.submit(owner, "first", tuple(u.key for u in units), units, priority=0, cpu_cap=FIRST_ANSWER_CAP)
+status = _wait(first, f"Training {layout_text} (d = {d:,}) and computing its Hessian")
+snap = jobs.cache.get(units[-1].key)
+if status.state != "done" or snap is None:
+    st.warning(f"The Hessian could not be computed ({status.state}): {status.message}")
+    st.stop()
+net = layout(sizes, activation)
 cmp = snap.comparison
 if not math.isfinite(cmp.delta_h):
-    st.warning("The Hessian holds NaN or Inf entries (training diverged); nothing to measure.")
+    st.warning(f"Training diverged before the {phase} phase (loss {snap.train_loss}); the Hessian holds "
+               "NaN or Inf entries, nothing to measure. Pick an earlier phase or fewer steps.")
     st.stop()
 
-st.subheader(f"The Hessian of {layout} ({activation}) {PHASE_TEXT[phase]}: d = {d:,}")
+st.subheader(f"The Hessian of {layout_text} ({activation}) {PHASE_TEXT[phase]}: d = {d:,}")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("δ_H (diagonal mass)", _fmt(cmp.delta_h), help="Σ|H_ii| / Σ|H_ij| (Becker et al., 1988)")
 c2.metric("δ_W, equal scales = 1/d", _fmt(cmp.delta_w_equal), f"δ_H / δ_W = {cmp.ratio_equal:.1f}×",
@@ -192,15 +222,15 @@ c3.metric("δ_W, RMS-matched", _fmt(cmp.delta_w_rms), f"δ_H / δ_W = {cmp.ratio
 c4.metric("|H| in layer blocks", f"{100 * cmp.layer_block_mass:.1f}%",
           help="share of Σ|H_ij| inside the diagonal blocks of one layer's weights and biases")
 
-fig = hessian_heatmap(snap.heatmap, d, main.layer_bounds, main.layer_names, show_blocks=show_blocks)
+fig = hessian_heatmap(snap.heatmap, d, net.layer_bounds, net.layer_names, show_blocks=show_blocks)
 st.plotly_chart(fig, key=f"{P}_heatmap", width="stretch")
 tile = d / snap.heatmap.shape[0]
-examples = "all" if batch == ALL_EXAMPLES else batch
+examples = "all" if settings.batch >= settings.n_examples else settings.batch
 st.caption(
     f"log10 |H_ij| of the mean cross entropy on {examples} training examples, "
-    f"seed {seed}, step {snap.step} of {steps} (loss {snap.train_loss:.3f})"
+    f"seed {seed}, step {snap.step} of {settings.steps} (loss {snap.train_loss:.3f})"
     + ("" if tile <= 1 else f"; each cell averages {tile:.1f}×{tile:.1f} entries")
-    + (f"; white squares: the {len(main.layer_bounds)} layer blocks (weights and biases of one layer)"
+    + (f"; white squares: the {len(net.layer_bounds)} layer blocks (weights and biases of one layer)"
        if show_blocks else "")
     + f". Layer 1's weights are ordered unit by unit: each run of {sizes[0]} indices holds the weights "
     "into one hidden unit, so bright squares of that size on the diagonal mean weights of the same unit "
@@ -212,7 +242,7 @@ st.markdown("**Per layer** — where the mass sits. δ of a block is its own dia
 table = pd.DataFrame(
     [{"layer": name, "parameters": bm.size, "share of |H| mass": bm.share_of_total,
       "δ of the block": bm.delta, "× uniform (δ · size)": bm.delta_over_uniform}
-     for name, bm in zip(main.layer_names, snap.layer_table)]
+     for name, bm in zip(net.layer_names, snap.layer_table)]
 )
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"share of |H| mass": st.column_config.NumberColumn(format="%.3f"),
@@ -220,20 +250,74 @@ st.dataframe(table, hide_index=True, width="stretch",
                             "× uniform (δ · size)": st.column_config.NumberColumn(format="%.1f")})
 
 st.subheader("Fig. 2 for this network: δ_H / δ_W over training")
-rows = [{"dataset": data, "arch": layout, "d": d, "seed": a.seed, **snapshot.row()}
-        for a in analyses for snapshot in a.snapshots]
-summary = summarize(rows)
-st.plotly_chart(phase_bars(summary), key=f"{P}_bars", width="stretch")
-interval = ("mean and 95% t-interval over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1
-            else f"one seed ({seed}); choose 2 or more seeds for a 95% interval")
-st.caption(f"Phases at steps 0, {round(steps / 2)} and {steps}; {interval}. The dashed line at 1 is a "
-           "Wigner matrix with the same baseline.")
-eig = eigenvalue_figure([s.phase for s in main.snapshots], [s.lambda_min for s in main.snapshots],
-                        [s.lambda_max for s in main.snapshots])
-st.plotly_chart(eig, key=f"{P}_eigs", width="stretch")
-st.caption(f"Extreme eigenvalues by 30 Lanczos iterations on H (seed {seed}). λ_min < 0 means negative "
-           "curvature: the quadratic model is unbounded along that direction, which a trust region "
-           "handles and Newton's method does not.")
+background = background_units(settings)
+bg_key = tuple(u.key for u in background)
+if st.session_state.get(f"{P}__cancelled") == bg_key:
+    jobs.release(owner, "background")
+    done = [u for u in background if u.key in jobs.cache]
+    st.info(f"Background computation cancelled ({len(done)} of {len(background)} parts done, kept).")
+    st.button("Resume", key=f"{P}_resume", on_click=st.session_state.pop, args=(f"{P}__cancelled", None))
+    bg_job = None
+else:
+    bg_job = jobs.submit(owner, "background", bg_key, background, priority=1,
+                         cpu_cap=CPU_CAP - FIRST_ANSWER_CAP)
+
+
+def _cancel() -> None:
+    st.session_state[f"{P}__cancelled"] = bg_key
+    jobs.release(owner, "background")
+
+
+def _draw_background() -> None:
+    """The Fig. 2 bars and the eigenvalue chart from the seeds whose three phases are all computed."""
+    complete = []
+    for k in range(settings.seeds):
+        seed_units = [u for u in background if u.key[0] == "snapshot" and u.seed == seed + k]
+        snaps = [jobs.cache.get(u.key) for u in seed_units]
+        if all(s is not None for s in snaps):
+            complete.append((seed + k, {u.step: s for u, s in zip(seed_units, snaps)}))
+    if not complete:
+        return
+    rows = [{"dataset": data, "arch": layout_text, "d": d, "seed": s,
+             **by_step[settings.phase_step(name)].row(), "phase": name}
+            for s, by_step in complete for name, _ in PHASES]
+    st.plotly_chart(phase_bars(summarize(rows)), key=f"{P}_bars", width="stretch")
+    used = [s for s, _ in complete]
+    interval = ("mean and 95% t-interval over seeds " + ", ".join(map(str, used)) if len(used) > 1
+                else f"one seed ({used[0]}); choose 2 or more seeds for a 95% interval")
+    st.caption(f"Phases at steps 0, {settings.phase_step('middle')} and {settings.steps}; {interval}. "
+               "The dashed line at 1 is a Wigner matrix with the same baseline.")
+    if complete[0][0] == seed:
+        main = [complete[0][1][settings.phase_step(name)] for name, _ in PHASES]
+        eig = eigenvalue_figure([name for name, _ in PHASES], [s.lambda_min for s in main],
+                                [s.lambda_max for s in main])
+        st.plotly_chart(eig, key=f"{P}_eigs", width="stretch")
+        st.caption(f"Extreme eigenvalues by 30 Lanczos iterations on H (seed {seed}). λ_min < 0 means "
+                   "negative curvature: the quadratic model is unbounded along that direction, which a "
+                   "trust region handles and Newton's method does not.")
+
+
+def _background_section() -> None:
+    state = bg_job.status()
+    if not state.finished:
+        st.progress(state.fraction, text=f"Computing the phases of {settings.seeds} seed(s) in the "
+                    f"background: {state.message} ({state.done} of {state.total} parts, "
+                    f"{state.cpu_seconds:.1f} s CPU)")
+        st.button("Cancel", key=f"{P}_cancel", on_click=_cancel)
+    elif state.state != "done":
+        st.info(f"Background computation {state.state}: {state.message}. Showing what was computed.")
+    _draw_background()
+    if state.finished and st.session_state.get(f"{P}__polling"):
+        st.session_state[f"{P}__polling"] = False
+        st.rerun()  # once, so that the page stops polling
+
+
+if bg_job is not None:
+    if bg_job.status().finished:
+        _background_section()
+    else:
+        st.session_state[f"{P}__polling"] = True
+        st.fragment(run_every=0.5)(_background_section)()
 
 st.subheader("Proposition 1: the Wigner baseline, corrected")
 so, sd = cmp.sigma_off_rms, cmp.sigma_diag_rms

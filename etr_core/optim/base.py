@@ -147,18 +147,31 @@ class _TrustRegionBase(_TRState):
         if not math.isfinite(grad_norm):
             self._finish(self._no_move(loss, grad_norm, "nonfinite", "nonfinite_gradient", False))
             return loss_t, None
-        updated = self._update_ellipsoid(g)
+        updated = self._update_ellipsoid(g, hvp)
         if grad_norm == 0.0:
             self._finish(self._no_move(loss, 0.0, "zero_gradient", None, updated))
             return loss_t, None
         cap_radius(self, g.dtype)
         return loss_t, _Prepared(loss, g, hvp, grad_norm, updated, self._ell.diag(like=g))
 
-    def _update_ellipsoid(self, g: Tensor) -> bool:
-        if self._cfg.ellipsoid_update == "every_iteration" or self._last_accepted:
+    def _update_ellipsoid(self, g: Tensor, hvp: HessianVectorProduct | None = None) -> bool:
+        if not (self._cfg.ellipsoid_update == "every_iteration" or self._last_accepted):
+            return False
+        if not hasattr(self._ell, "update_curvature"):
             self._ell.update(g)
             return True
-        return False
+        # the Hessian-diagonal ellipsoid (beyond the paper): probes of the batch's Hessian, each one
+        # counted Hessian-vector product; without a graph yet (hessian_closure) the caller updates later
+        if hvp is None:
+            return False
+        reduced = self._reduced(hvp) if hasattr(self, "_reduced") else hvp
+        shapes = [p.shape for p in self._params]
+        try:
+            self.counters["hvp"] += self._ell.update_curvature(reduced, shapes, g, self.counters["steps"])
+        except ValueError:  # a NaN/Inf product: keep the previous diagonal (the fallback handles the step)
+            self.counters["hvp"] += self._ell.probes
+            return False
+        return True
 
     def _finish(self, record: StepRecord) -> None:
         self.counters["steps"] += 1

@@ -70,6 +70,11 @@ class FirstOrderTR(_TrustRegionBase):
             tiny_pred=tiny_pred,
         )
         config = build_config(preset, ellipsoid, overrides)
+        if config.ellipsoid == "hessian":
+            raise ValueError(
+                "ellipsoid='hessian' needs Hessian-vector products, which FirstOrderTR never forms; "
+                "use EllipsoidalTR(params, ellipsoid='hessian') or etr_core.EllipsoidalARC"
+            )
         check_choice("radius_rule", radius_rule, ("tr", "eta"))
         if radius_rule == "eta":
             if lr is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -166,3 +167,86 @@ def test_state_dict_round_trip_and_bad_options():
         HessianDiagonalEllipsoid(block="row")
     with pytest.raises(ValueError, match="NaN"):
         ell.update_curvature(lambda v: v * float("nan"), [(2, 3)], torch.zeros(6), 1)
+
+
+# -- in the optimisers: EllipsoidalTR(ellipsoid="hessian") and EllipsoidalARC ----------------------------
+
+
+def _quadratic(h, b):
+    x = nn.Parameter(torch.zeros(len(h), dtype=torch.float64))
+    ht, bt = torch.tensor(h, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    return x, lambda: 0.5 * (ht * x * x).sum() + bt @ x
+
+
+def test_tr_hessian_ellipsoid_is_the_exact_diagonal_on_a_diagonal_quadratic():
+    from etr_core.optim import EllipsoidalTR
+
+    h, b = [4.0, 0.25, 9.0], [1.0, -2.0, 0.5]
+    x, closure = _quadratic(h, b)
+    opt = EllipsoidalTR([x], ellipsoid="hessian", beta=0.5, radius=0.1)
+    steps, model_products = 5, 0
+    for _ in range(steps):
+        opt.step(closure)
+        model_products += opt.last_step.hvp_calls
+    # a diagonal H is estimated exactly by every Rademacher probe: v = (1 - 0.5^t) h^2
+    expected = torch.sqrt((1 - 0.5**steps) * torch.tensor(h, dtype=torch.float64) ** 2 + 1e-10)
+    assert torch.allclose(opt.ellipsoid.diag(), expected, rtol=1e-12)
+    # the estimator's products (one probe per step) are counted besides the solver's
+    assert opt.counters["hvp"] == model_products + steps * 1
+    assert opt.state_dict()["param_groups"][0]["ellipsoid"] == "hessian"
+
+
+def test_tr_hessian_state_dict_resumes_identically_and_first_order_refuses_it():
+    from etr_core.optim import EllipsoidalTR, FirstOrderTR
+
+    model, x, y = _net(4)
+    twin = copy.deepcopy(model)
+
+    def loss(m):
+        return nn.functional.cross_entropy(m(x), y)
+
+    opt = EllipsoidalTR(model.parameters(), ellipsoid="hessian", radius=0.05)
+    for _ in range(3):
+        opt.step(lambda: loss(model))
+    other = EllipsoidalTR(twin.parameters(), ellipsoid="hessian", radius=0.05)
+    with torch.no_grad():
+        for p, q in zip(twin.parameters(), model.parameters()):
+            p.copy_(q)
+    other.load_state_dict(opt.state_dict())
+    for _ in range(3):
+        opt.step(lambda: loss(model))
+        other.step(lambda: loss(twin))
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="hessian"):
+        FirstOrderTR(model.parameters(), ellipsoid="hessian")
+
+
+def test_hessian_closure_probes_the_hessian_batch():
+    from etr_core.optim import EllipsoidalTR
+
+    h = [2.0, 3.0]
+    x, closure = _quadratic(h, [1.0, 1.0])
+    opt = EllipsoidalTR([x], ellipsoid="hessian", beta=1e-9, radius=0.1)
+    other = torch.tensor([5.0, 7.0], dtype=torch.float64)  # the Hessian batch has another curvature
+    opt.step(closure, hessian_closure=lambda: 0.5 * (other * x * x).sum())
+    assert opt.last_step.ellipsoid_updated
+    assert torch.allclose(opt.ellipsoid.diag(), torch.tensor([5.0, 7.0], dtype=torch.float64), rtol=1e-6)
+
+
+def test_arc_with_the_block_hessian_ellipsoid_counts_its_probes():
+    from etr_core.arc import EllipsoidalARC
+
+    model, x, y = _net(6)
+    opt = EllipsoidalARC(model.parameters(), ellipsoid="hessian", hessian_probes=3, hessian_block="layer",
+                         max_krylov=4)
+    solver = 0
+    for _ in range(4):
+        opt.step(lambda: nn.functional.cross_entropy(model(x), y))
+        solver += opt.last_step.hvp_calls
+    assert opt.counters["hvp"] == solver + 4 * 3
+    m = opt.ellipsoid.diag()
+    first = next(model.parameters())
+    assert torch.unique(m[: first.numel()]).numel() == 1  # one value per layer
+    with pytest.raises(ValueError, match="hessian_block"):
+        EllipsoidalARC(model.parameters(), ellipsoid="hessian", hessian_block="row")
