@@ -9,7 +9,6 @@ since the last ones they saw) and :meth:`LiveRun.stop`; no UI framework is impor
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
 import time
@@ -19,22 +18,9 @@ from typing import Any
 
 from etr_core._validation import check_choice, check_int, check_positive
 from etr_core.live.engine import SCHEDULES, RunEngine, _config_method
-from etr_core.live.history import (
-    ACTIVE,
-    DIVERGED,
-    EARLY_END,
-    EVAL_COLUMNS,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    STARTING,
-    STEP_COLUMNS,
-    STEP_EXTRAS,
-    STOPPED,
-    History,
-    LiveSnapshot,
-)
+from etr_core.live.history import FAILED, QUEUED, STARTING, STOPPED, LiveSnapshot
 from etr_core.live.monitor import StallRule
+from etr_core.live.state import RunState
 from etr_core.live.worker import WorkerSpec, mp_context, worker_main
 
 __all__ = ["LiveRun", "new_run_id", "stop_all_runs"]
@@ -73,6 +59,7 @@ class LiveRun:
     (``None``: never). ``torch_threads`` and ``nice`` apply to the worker process only. ``train_fn``
     replaces :func:`etr_core.training.train` (it must be picklable unless ``in_process``).
     ``settings`` is kept with the run for the pages that show it (targets, thresholds).
+    ``share_data=False`` lets every method load its own copy of the data (for measurements).
     """
 
     def __init__(
@@ -89,6 +76,7 @@ class LiveRun:
         in_process: bool = False,
         settings: dict[str, Any] | None = None,
         run_id: str | None = None,
+        share_data: bool = True,
     ) -> None:
         configs = list(configs)
         if not configs:
@@ -107,6 +95,7 @@ class LiveRun:
         self.nice = check_int("nice", nice, minimum=0, maximum=19)
         self.stall_rule = stall_rule
         self.in_process = bool(in_process)
+        self.share_data = bool(share_data)
         self._train_fn = train_fn
         self._configs = configs
         self._order = names
@@ -117,27 +106,15 @@ class LiveRun:
         self.created = time.time()
         self.last_seen = time.monotonic()
 
-        self._lock = threading.Lock()
-        self._steps = History((*STEP_COLUMNS, *STEP_EXTRAS))
-        self._evals = History(EVAL_COLUMNS)
-        self._status = "idle"
-        self._message = "Not started."
-        self._method_status = dict.fromkeys(names, QUEUED)
-        self._progress_of = {n: {"step": 0.0, "epoch": 0.0, "seconds": 0.0, "backprops": 0.0} for n in names}
-        self._notes: dict[str, str] = {}
-        self._errors: dict[str, str] = {}
-        self._warnings: dict[str, int] = {}
-        self._tracebacks: dict[str, str] = {}
-        self._results: dict[str, Any] = {}
-        self._version = 0
+        self._state = RunState(self.id, names, configs, device=self.device, max_seconds=self.max_seconds,
+                               max_backprops=self.max_backprops, running_message=self._running_message(),
+                               settings=self.settings)
+        self._lock = threading.Lock()  # the control fields below; the state has its own lock
         self._stop_event: Any = None
         self._stop_reason: str | None = None
         self._stop_requested_at: float | None = None
         self._thread: threading.Thread | None = None
         self._process: Any = None
-        self._running_since: float | None = None
-        self._ended_at: float | None = None
-        self.ended_wall: float | None = None
         self._on_end: list[Callable[[LiveRun], None]] = []
         with _ALL_RUNS_LOCK:
             _ALL_RUNS.add(self)
@@ -149,29 +126,37 @@ class LiveRun:
 
     @property
     def status(self) -> str:
-        with self._lock:
-            return self._status
+        with self._state.lock:
+            return self._state.status
 
     @property
     def message(self) -> str:
-        with self._lock:
-            return self._message
+        with self._state.lock:
+            return self._state.message
 
     @property
     def running(self) -> bool:
         """``True`` while queued, starting or training."""
-        with self._lock:
-            return self._status in ACTIVE
+        return self._state.active
 
     @property
     def version(self) -> int:
-        with self._lock:
-            return self._version
+        with self._state.lock:
+            return self._state.version
+
+    @property
+    def ended_wall(self) -> float | None:
+        """Wall-clock time (``time.time()``) the run ended; ``None`` while it has not."""
+        return self._state.ended_wall
+
+    @ended_wall.setter
+    def ended_wall(self, value: float | None) -> None:
+        self._state.ended_wall = value
 
     @property
     def rows(self) -> int:
         """Rows held (steps and evaluations), for the registry's memory bound."""
-        return len(self._steps) + len(self._evals)
+        return len(self._state.steps) + len(self._state.evals)
 
     def add_end_callback(self, callback: Callable[[LiveRun], None]) -> None:
         """``callback(run)`` once the run has ended (called from the run's own thread)."""
@@ -179,10 +164,7 @@ class LiveRun:
 
     def mark_queued(self, message: str) -> None:
         """Set by the registry while the run waits for a training slot."""
-        with self._lock:
-            if self._status in ("idle", QUEUED):
-                self._status, self._message = QUEUED, message
-                self._version += 1
+        self._state.set_waiting(QUEUED, message)
 
     # ------------------------------------------------------------------ control
     def start(self) -> LiveRun:
@@ -190,10 +172,8 @@ class LiveRun:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("this LiveRun was already started; create a new one")
-            if self._status not in ("idle", QUEUED):
+            if not self._state.set_waiting(STARTING, "Starting the worker process."):
                 return self  # stopped while queued
-            self._status, self._message = STARTING, "Starting the worker process."
-            self._version += 1
             if self.in_process:
                 self._stop_event = threading.Event()
                 self._thread = threading.Thread(target=self._main_in_process, name=f"etr-live-{self.id}",
@@ -203,7 +183,8 @@ class LiveRun:
                 self._stop_event = ctx.Event()
                 receiver, sender = ctx.Pipe(duplex=False)
                 spec = WorkerSpec(self.id, self._configs, self.max_seconds, self.max_backprops, self.schedule,
-                                  self.torch_threads, self.nice, self.stall_rule, self._train_fn)
+                                  self.torch_threads, self.nice, self.stall_rule, self._train_fn,
+                                  self.share_data)
                 self._process = ctx.Process(target=worker_main, args=(sender, self._stop_event, spec),
                                             name=f"etr-live-{self.id}", daemon=True)
                 self._thread = threading.Thread(target=self._pump, args=(receiver, sender),
@@ -219,36 +200,24 @@ class LiveRun:
     def stop(self, reason: str = "user") -> None:
         """Ask every method to stop after its current step (returns at once). A queued run ends here;
         what a running one computed is kept."""
-        end_now = False
         with self._lock:
             if self._stop_reason is None:
                 self._stop_reason = reason
                 self._stop_requested_at = time.monotonic()
-            event = self._stop_event
-            if self._thread is None and self._status in ("idle", QUEUED):
-                end_now = True
-                self._status = STOPPED
-                self._message = {"abandoned": "Cancelled: nobody watched this queued run."}.get(
-                    reason, "Stopped while queued.")
-                self._method_status = dict.fromkeys(self._order, STOPPED)
-                self._ended_at = time.perf_counter()
-                self.ended_wall = time.time()
-                self._version += 1
+            event, waiting = self._stop_event, self._thread is None
         if event is not None:
             event.set()
-        if end_now:
+        message = ("Cancelled: nobody watched this queued run." if reason == "abandoned"
+                   else "Stopped while queued.")
+        if waiting and self._state.set_waiting(STOPPED, message):
             self._ended()
 
     def fail_queued(self, message: str) -> None:
         """Registry: a queued run that will never get a slot."""
         with self._lock:
-            if self._thread is not None or self._status not in ("idle", QUEUED):
-                return
-            self._status, self._message = FAILED, message
-            self._method_status = dict.fromkeys(self._order, FAILED)
-            self.ended_wall = time.time()
-            self._version += 1
-        self._ended()
+            waiting = self._thread is None
+        if waiting and self._state.set_waiting(FAILED, message):
+            self._ended()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker and the reader thread; ``True`` if they ended."""
@@ -269,11 +238,11 @@ class LiveRun:
     # ------------------------------------------------------------------ the worker's side
     def _main_in_process(self) -> None:
         try:
-            RunEngine(self._configs, self._apply, self._stop_event, max_seconds=self.max_seconds,
+            RunEngine(self._configs, self._state.apply, self._stop_event, max_seconds=self.max_seconds,
                       max_backprops=self.max_backprops, schedule=self.schedule, train_fn=self._train_fn,
                       stall_rule=self.stall_rule).run()
         except Exception as exc:
-            self._apply(("run", FAILED, f"{type(exc).__name__}: {exc}"))
+            self._state.apply(("run", FAILED, f"{type(exc).__name__}: {exc}"))
         finally:
             self._ended()
 
@@ -287,27 +256,26 @@ class LiveRun:
                     self._watchdog(process)
                 try:
                     if receiver.poll(0.2):
-                        self._apply(receiver.recv())
+                        self._state.apply(receiver.recv())
                 except (EOFError, OSError):
                     break
         finally:
             receiver.close()
             process.join(5.0)
             with self._lock:
-                unfinished = self._status in ACTIVE
                 forced = self._stop_reason is not None
-            if unfinished:
+            if self._state.active:
                 code = process.exitcode
-                self._apply(("run", STOPPED if forced else FAILED,
-                             f"Stopped: the worker was ended after {STOP_GRACE_S:g} s without answering."
-                             if forced else f"The worker process ended unexpectedly (exit code {code})."))
+                message = (f"Stopped: the worker was ended after {STOP_GRACE_S:g} s without answering."
+                           if forced else f"The worker process ended unexpectedly (exit code {code}).")
+                self._state.apply(("run", STOPPED if forced else FAILED, message))
             self._ended()
 
     def _watchdog(self, process: Any) -> None:
         now = time.monotonic()
         with self._lock:
             asked = self._stop_requested_at
-            since = self._running_since
+        since = self._state.running_since
         overdue = asked is not None and now - asked > STOP_GRACE_S
         if self.max_seconds is not None and since is not None:
             overdue |= time.perf_counter() - since > self.max_seconds + OVERRUN_GRACE_S
@@ -316,44 +284,6 @@ class LiveRun:
                 if self._stop_reason is None:
                     self._stop_reason = "time"
             process.terminate()
-
-    def _apply(self, event: tuple) -> None:
-        kind = event[0]
-        with self._lock:
-            self._version += 1
-            if kind == "steps":
-                self._steps.append(event[1])
-                for row in event[1]:
-                    progress = self._progress_of.get(row.get("method"))
-                    if progress is not None:
-                        for key in progress:
-                            value = row.get(key)
-                            if isinstance(value, (int, float)) and math.isfinite(value):
-                                progress[key] = float(value)
-            elif kind == "evals":
-                self._evals.append(event[1])
-            elif kind == "method":
-                _, name, status, detail = event
-                self._method_status[name] = status
-                if detail and status in (FAILED, DIVERGED):
-                    self._errors[name] = detail
-                if detail and status in EARLY_END:
-                    self._notes[name] = detail
-            elif kind == "run":
-                _, status, message = event
-                if status == RUNNING:
-                    self._running_since = time.perf_counter()
-                    self._status, self._message = RUNNING, self._running_message()
-                elif self._status in ACTIVE:
-                    self._status, self._message = status, message
-                    self._ended_at = time.perf_counter()
-                    self.ended_wall = time.time()
-            elif kind == "result":
-                self._results[event[1]] = event[2]
-            elif kind == "traceback":
-                self._tracebacks[event[1]] = event[2]
-            elif kind == "warnings":
-                self._warnings[event[1]] = int(event[2])
 
     def _ended(self) -> None:
         with self._lock:
@@ -372,64 +302,26 @@ class LiveRun:
         return f"Training {', '.join(self._order)} on {self.device} {where}{threads} ({how})."
 
     # ------------------------------------------------------------------ reading
-    def _elapsed_locked(self) -> float:
-        if self._running_since is None:
-            return 0.0
-        end = self._ended_at if self._ended_at is not None else time.perf_counter()
-        return max(0.0, end - self._running_since)
-
-    def _progress_locked(self) -> float:
-        if self._status not in ACTIVE and self._status != "idle":
-            return 1.0
-        fractions = []
-        for name, config in zip(self._order, self._configs):
-            if self._method_status[name] not in (QUEUED, RUNNING):
-                fractions.append(1.0)
-                continue
-            done = self._progress_of[name]
-            parts = [0.0]
-            for limit, key in ((getattr(config, "max_steps", None), "step"),
-                               (getattr(config, "max_epochs", None), "epoch"),
-                               (getattr(config, "max_seconds", None), "seconds"),
-                               (self.max_backprops, "backprops")):
-                if limit:
-                    parts.append(done[key] / float(limit))
-            fractions.append(min(1.0, max(parts)))
-        value = sum(fractions) / len(fractions)
-        if self.max_seconds:
-            value = max(value, self._elapsed_locked() / self.max_seconds)
-        return float(min(1.0, max(0.0, value)))
-
     def progress(self) -> float:
         """Fraction of the budget used, in ``[0, 1]`` (1 once the run has ended)."""
-        with self._lock:
-            return self._progress_locked()
+        with self._state.lock:
+            return self._state.progress()
 
     def snapshot(self, steps_since: int = 0, evals_since: int = 0) -> LiveSnapshot:
-        """The run's state and the rows from ``steps_since`` / ``evals_since`` on, mutually consistent."""
+        """The run's state and the rows from ``steps_since`` / ``evals_since`` on (see
+        :class:`~etr_core.live.history.LiveSnapshot`); reading marks the run as watched."""
         self.last_seen = time.monotonic()
-        with self._lock:
-            n_steps, n_evals = len(self._steps), len(self._evals)
-            s0, e0 = min(max(0, int(steps_since)), n_steps), min(max(0, int(evals_since)), n_evals)
-            steps, evals = self._steps.frame(s0, n_steps), self._evals.frame(e0, n_evals)
-            return LiveSnapshot(
-                status=self._status, message=self._message, progress=self._progress_locked(),
-                elapsed=self._elapsed_locked(), methods=list(self._order),
-                method_status=dict(self._method_status), errors=dict(self._errors), steps=steps, evals=evals,
-                device=self.device, run_id=self.id, notes=dict(self._notes), warnings=dict(self._warnings),
-                n_steps=n_steps, n_evals=n_evals, steps_since=s0, evals_since=e0, version=self._version,
-                settings=dict(self.settings),
-            )
+        return self._state.snapshot(steps_since, evals_since)
 
     def tracebacks(self) -> dict[str, str]:
         """Full tracebacks of the methods that raised (for logs; the page shows the one-line error)."""
-        with self._lock:
-            return dict(self._tracebacks)
+        with self._state.lock:
+            return dict(self._state.tracebacks)
 
     def results(self) -> dict[str, Any]:
         """The summary dict of every method whose training loop returned (``RunResult.summary``)."""
-        with self._lock:
-            return dict(self._results)
+        with self._state.lock:
+            return dict(self._state.results)
 
 
 def _resolve_device(config: Any) -> str:
