@@ -30,8 +30,8 @@ class EllipsoidalTR(_TrustRegionBase):
 
     ``ellipsoid``: "rms" (default), "adagrad", "uniform", "hessian" (beyond the paper: the Hutchinson
     Hessian-diagonal ellipsoid of :mod:`etr_core.hessian_diagonal`, ``hessian_probes`` Hessian-vector
-    products per step, counted in ``counters["hvp"]``; ``beta`` is its EMA factor) or an ellipsoid
-    object. Every option left
+    products per step, counted in ``counters["hvp"]``; ``beta`` is its EMA factor; ``hessian_block``
+    "element", "layer" or "unit") or an ellipsoid object. Every option left
     at ``None`` takes its value from ``preset`` (a :class:`etr_core.config.TRConfig`, e.g.
     ``paper_table1("rms")`` or ``authors("mnist", "fc", "rms")``) or, without one, from paper
     Table 1: radius 1e-4, max_radius 10, eta1 1e-4, eta2 0.95, gamma1 1.1, gamma2 1.5 (1.75 for
@@ -77,6 +77,8 @@ class EllipsoidalTR(_TrustRegionBase):
         eps_mode: str | None = None,
         tiny_pred: float | None = None,
         hessian_fraction: float | None = None,
+        hessian_probes: int | None = None,
+        hessian_block: str | None = None,
         preset: TRConfig | str | None = None,
         distributed: bool = False,
     ) -> None:
@@ -101,6 +103,8 @@ class EllipsoidalTR(_TrustRegionBase):
             eps_mode=eps_mode,
             tiny_pred=tiny_pred,
             hessian_fraction=hessian_fraction,
+            hessian_probes=hessian_probes,
+            hessian_block=hessian_block,
         )
         config = build_config(preset, ellipsoid, overrides)
         super().__init__(params, defaults_for(config, ELLIPSOIDAL_OPTIONS, 1.0, "tr"), distributed)

@@ -37,10 +37,12 @@ COMMON_OPTIONS = (
 )
 SOLVER_OPTIONS = (
     "krylov_tol", "theta", "max_krylov", "solver", "stop_rule", "residual_norm", "root",
-    "auto_radius", "hessian_fraction",
+    "auto_radius", "hessian_fraction", "hessian_probes", "hessian_block",
 )
 # Options added after states were first saved: a group (or saved state) without them takes these.
-LATER_OPTIONS = {"auto_radius": False, "hessian_fraction": 1.0}
+LATER_OPTIONS = {
+    "auto_radius": False, "hessian_fraction": 1.0, "hessian_probes": 1, "hessian_block": "element",
+}
 # Per-optimiser switches kept in every group (saved, copied and pickled with it); not TR options.
 SETTINGS = {"keep_grad": True, "fork_rng": True}
 ELLIPSOIDAL_OPTIONS = COMMON_OPTIONS + SOLVER_OPTIONS

@@ -194,6 +194,23 @@ def test_tr_hessian_ellipsoid_is_the_exact_diagonal_on_a_diagonal_quadratic():
     # the estimator's products (one probe per step) are counted besides the solver's
     assert opt.counters["hvp"] == model_products + steps * 1
     assert opt.state_dict()["param_groups"][0]["ellipsoid"] == "hessian"
+    assert opt.param_groups[0]["hessian_probes"] == 1
+
+
+def test_tr_hessian_options_live_in_param_groups():
+    from etr_core.optim import EllipsoidalTR
+
+    x, closure = _quadratic([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0])
+    opt = EllipsoidalTR([x], ellipsoid="hessian", hessian_probes=3, hessian_block="layer", radius=0.1)
+    opt.step(closure)
+    assert opt.counters["hvp"] == opt.last_step.hvp_calls + 3
+    assert torch.unique(opt.ellipsoid.diag()).numel() == 1  # one tensor, one block
+    opt.param_groups[0]["hessian_probes"] = 2  # edits take effect at the next step
+    before = opt.counters["hvp"]
+    opt.step(closure)
+    assert opt.counters["hvp"] - before == opt.last_step.hvp_calls + 2
+    with pytest.raises(ValueError, match="hessian_block"):
+        EllipsoidalTR([x], ellipsoid="hessian", hessian_block="row")
 
 
 def test_tr_hessian_state_dict_resumes_identically_and_first_order_refuses_it():
