@@ -43,20 +43,42 @@ Several GPUs or machines (TR all-reduces gradients, Hessian-vector products and 
 
 _COMPARE_EPILOG = """
 examples:
-  etr compare --seeds 3 --max-epochs 5 --out runs/cmp
+  etr compare --out runs/cmp                  # all methods, 3 seeds, 2,000 backprops each
+  etr compare --seeds 3 --max-backprops 5000 --out runs/cmp
   etr compare --methods TR_uni,TR_ada,TR_rms,Adam --grid --seeds 10 --out runs/paper-protocol
   etr compare --methods SGD,Adam --lr-grid SGD=0.03,0.1,0.3 --lr-grid Adam=1e-3,3e-3 --out runs/fo
 
 Writes one run folder per (method, step size, seed) under --out, then summary.md / summary.csv
 (mean and 95% CI over seeds; best step size per first-order method by mean final training loss)
 and loss curves (HTML) of the best configuration per method.
+
+The default budget is in backprops, the unit of the paper's x-axis: Table 1 starts TR at radius 1e-4
+and grows it by gamma1 = 1.1 per very successful step, so about 100 steps (some 200 backprops)
+pass before TR steps have a useful length; 2,000 backprops leave room to see what follows.
 """
 
 _PLOT_EPILOG = """
 examples:
-  etr plot runs/cmp --out figures          # every run folder found under runs/cmp
+  etr plot runs/cmp --out figures          # best step size per method (the paper's picture)
+  etr plot runs/cmp --all --out figures    # every configuration of the grid
   etr plot runs/a runs/b --x backprops --out figures
 """
+
+_REPRODUCE_EPILOG = """
+examples:
+  etr reproduce fig3 --quick --data-root ~/data --out repro     # minutes on a laptop CPU
+  etr reproduce fig4 --dataset fashion_mnist --networks mlp --quick --out repro
+  etr reproduce fig4 --dataset cifar10 --device cuda --out repro        # paper protocol: 10 seeds
+  etr reproduce fig6 --dataset mnist --quick --out repro
+  etr reproduce fig11 --quick --seeds 1 --out repro
+
+Each figure writes <out>/<figure>/ (figure as HTML and PNG, table.md with mean and 95% interval over
+seeds) and the run folders under <out>/runs/ (shared by figs. 3, 4, 9, 10 and 11). Rerun the same
+command after an interruption: finished runs are skipped, partial ones resume from their checkpoints.
+Without CIFAR-10 files a generated stand-in is used and labelled as such.
+"""
+
+DEFAULT_COMPARE_BACKPROPS = 2000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -397,7 +419,9 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     seeds = _seed_list(args, parser)
     grid = _lr_grid(args, methods, parser)
     tr_options = _key_values(args.tr_option, "--tr-option", parser)
-    common = _common_config(args, parser, {"max_epochs": 10.0})
+    common = _common_config(args, parser, {"max_backprops": DEFAULT_COMPARE_BACKPROPS})
+    if args.max_backprops is not None:
+        common["max_backprops"] = args.max_backprops
     out = Path(args.out)
     jobs = []
     try:
@@ -549,6 +573,7 @@ def _reconstructions(runs, n_images: int = 8):
 def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from etr_core.results import find_runs, load_run
     from etr_core.viz.training_plots import (
+        best_of_grid,
         loss_curves,
         reconstruction_grid,
         static_export_available,
@@ -563,6 +588,8 @@ def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not paths:
         parser.error(f"no run folders (with config.json) found under {' '.join(args.run_dirs)}")
     runs = [load_run(p) for p in paths]
+    if not args.all:
+        runs = best_of_grid(runs)
     out = Path(args.out)
     written = []
     for x in args.x:
@@ -581,6 +608,93 @@ def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(path)
     if not static_export_available():
         print("HTML only: PNG export needs the 'kaleido' package.", file=sys.stderr)
+    return 0
+
+
+# -- etr reproduce -----------------------------------------------------------------------------------------
+
+
+def _add_reproduce_parser(sub) -> None:
+    from etr_core.reproduce import FIGURES, NETWORKS
+
+    r = sub.add_parser(
+        "reproduce",
+        help="regenerate one of the paper's figures (2, 3, 4, 6, 9, 10, 11) from scratch",
+        description="Run the paper's protocol for one figure: its networks (appendix C), seeds and a "
+        "budget in backprops per run, then write the figure and a table with 95% intervals.\n\n"
+        + "\n".join(f"  {k:6s} {v.title}" for k, v in FIGURES.items()),
+        epilog=_REPRODUCE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("figure", choices=tuple(FIGURES), metavar="FIGURE", help=", ".join(FIGURES))
+    r.add_argument(
+        "--quick",
+        action="store_true",
+        help="CPU-sized protocol: 3 seeds, a few thousand backprops, training subsets (labelled)",
+    )
+    r.add_argument(
+        "--dataset",
+        default=None,
+        help="fashion_mnist (default for figs. 3, 4, 9, 10, 11), cifar10, mnist (fig. 6), digits",
+    )
+    r.add_argument(
+        "--networks",
+        default=None,
+        help=f"comma-separated subset of {', '.join(NETWORKS)} (default: all the figure has; "
+        "--quick leaves out resnet18)",
+    )
+    r.add_argument(
+        "--methods", default=None, help="comma-separated subset of the figure's methods (default: all)"
+    )
+    r.add_argument("--data-root", default=None, help="folder holding mnist/, fashion_mnist/, cifar10/")
+    r.add_argument("--seeds", type=_positive_int, default=None, help="seeds 0..N-1 (paper: 10, quick: 3)")
+    r.add_argument(
+        "--budget", type=_positive_int, default=None, help="backprops per run (default: the protocol's)"
+    )
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    r.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    r.add_argument("--out", default="reproduce", help="results folder (default ./reproduce)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(handler=_cmd_reproduce, command_parser=r)
+
+
+def _cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from etr_core.reproduce import FIGURES, ReproduceRequest, reproduce
+    from etr_core.reproduce.protocol import problems_for
+
+    networks = tuple(n.strip() for n in args.networks.split(",") if n.strip()) if args.networks else None
+    dataset = args.dataset or FIGURES[args.figure].datasets[0]
+    try:
+        problems_for(args.figure, dataset, quick=args.quick, seeds=args.seeds, budget=args.budget,
+                     networks=networks)
+    except ValueError as exc:
+        parser.error(f"{args.figure} --dataset {dataset}: {exc}")
+    request = ReproduceRequest(
+        figure=args.figure,
+        dataset=dataset,
+        quick=args.quick,
+        seeds=args.seeds,
+        budget=args.budget,
+        networks=networks,
+        data_root=args.data_root,
+        device=args.device,
+        out=args.out,
+        progress=not args.no_progress,
+        threads=args.threads,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None,
+    )
+    try:
+        result = reproduce(request)
+    except FileNotFoundError as exc:
+        parser.error(str(exc).splitlines()[0])
+    except ValueError as exc:
+        parser.error(str(exc).splitlines()[0])
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command to continue (out: {args.out})", file=sys.stderr)
+        return 130
+    print(result.markdown)
+    for path in result.files:
+        print(path)
     return 0
 
 
@@ -650,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="methods x step sizes x seeds, with a summary table (section 5)",
         description="The paper's comparison protocol: TR methods with Table 1 defaults, "
         "first-order methods at a fixed batch size with (grid-searched) step sizes, several "
-        "seeds. Default budget: 10 epochs per run.",
+        f"seeds. Default budget: {DEFAULT_COMPARE_BACKPROPS:,} backprops per run (see below).",
         epilog=_COMPARE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -679,6 +793,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch size of the first-order methods (default 32, as in the paper)",
     )
     c.add_argument("--tr-batch-size", type=_positive_int, default=None, help="batch size of TR (default 512)")
+    c.add_argument(
+        "--max-backprops",
+        type=_positive_int,
+        default=None,
+        help=f"budget in backprops (gradients + Hessian-vector products) per run; the default when no "
+        f"other budget is given: {DEFAULT_COMPARE_BACKPROPS:,}",
+    )
     c.add_argument("--out", required=True, help="folder for the run folders and the summary")
     c.add_argument("--resume", action="store_true", help="skip finished runs and continue interrupted ones")
     _add_run_options(c)
@@ -703,7 +824,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="x axes (default: all three)",
     )
     q.add_argument("--y", default="train_loss", choices=("train_loss", "test_loss"), help="loss to plot")
+    q.add_argument(
+        "--all",
+        action="store_true",
+        help="draw every step size of a grid (default: the best step size per method, by mean final "
+        "training loss)",
+    )
     q.set_defaults(handler=_cmd_plot, command_parser=q)
+
+    _add_reproduce_parser(sub)
 
     d = sub.add_parser(
         "download",

@@ -5,7 +5,11 @@
   training accuracy (Fig. 3: "Mean and 95% CI of 10 runs. Green dotted line indicates 99% acc.").
 * :func:`tr_traces` -- radius, rho and CG iterations per step of TR runs (Algorithm 1).
 * :func:`reconstruction_grid` -- autoencoder reconstructions per method (Fig. 11).
-* :func:`write_figure` -- HTML always; PNG as well when a static exporter (kaleido) is importable.
+* :func:`best_of_grid` -- the best step size per method (what the paper plots after its grid search).
+* :func:`write_figure` -- HTML always; PNG as well when kaleido finds a Chrome/Chromium to render with.
+
+Every method keeps its colour from :mod:`etr_core.viz.palette` (colour-blind safe; TR solid,
+first-order dashed).
 
 Inputs are :class:`etr_core.results.LoadedRun` objects or anything with ``label``, ``evals`` and
 ``metrics`` DataFrames, so the figures work for finished run folders and for live runs alike.
@@ -26,13 +30,13 @@ from plotly.subplots import make_subplots
 from scipy import stats
 
 from etr_core._validation import check_choice
+from etr_core.viz.palette import method_colour, method_dash, rgba
 
 X_AXES = {
     "backprops": "backpropagations (backward + Hessian-vector products)",
     "epoch": "epochs",
     "seconds": "wall-clock seconds (training only)",
 }
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
 
 def mean_and_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,8 +113,8 @@ def loss_curves(
     runs = list(runs)
     fig = go.Figure()
     n_markers = 0  # staggers the marker labels so they do not overlap
-    for i, (label, group) in enumerate(sorted(_group(runs).items())):
-        color = _PALETTE[i % len(_PALETTE)]
+    for label, group in sorted(_group(runs).items()):
+        color = method_colour(label)
         ends = [float(r.evals[x].max()) for r in group if not r.evals.empty and x in r.evals]
         if not ends:
             continue
@@ -121,14 +125,13 @@ def loss_curves(
         mean, low, high = mean_and_ci(curves)
         keep = np.isfinite(mean)
         gx = grid[keep]
-        rgba = "rgba({},{},{},0.18)".format(*(int(color[k : k + 2], 16) for k in (1, 3, 5)))
         if curves.shape[0] > 1:
             fig.add_trace(
                 go.Scatter(
                     x=np.concatenate([gx, gx[::-1]]),
                     y=np.concatenate([10 ** high[keep], (10 ** low[keep])[::-1]]),
                     fill="toself",
-                    fillcolor=rgba,
+                    fillcolor=rgba(color, 0.18),
                     line={"width": 0},
                     hoverinfo="skip",
                     showlegend=False,
@@ -140,7 +143,7 @@ def loss_curves(
                 x=gx,
                 y=10 ** mean[keep],
                 mode="lines",
-                line={"color": color, "width": 2},
+                line={"color": color, "width": 2, "dash": method_dash(label)},
                 name=f"{label} (n={curves.shape[0]})",
                 legendgroup=label,
             )
@@ -177,11 +180,11 @@ def tr_traces(runs: Iterable[Any]) -> go.Figure:
         vertical_spacing=0.06,
         subplot_titles=("trust-region radius", "rho (actual / predicted decrease)", "CG iterations"),
     )
-    for i, run in enumerate(runs):
+    for run in runs:
         m = run.metrics
         if m.empty or "radius" not in m:
             continue
-        color = _PALETTE[i % len(_PALETTE)]
+        color = method_colour(run.label)
         name = f"{run.label} seed {run.config.get('seed', '?')}" if hasattr(run, "config") else run.label
         tr = m[m["radius"].notna()]
         fig.add_trace(
@@ -260,23 +263,42 @@ def reconstruction_grid(
 
 
 def static_export_available() -> bool:
-    """True when plotly can write PNG files (needs the ``kaleido`` package)."""
+    """True when plotly can try to write PNG files (the ``kaleido`` package; it also needs a browser)."""
     return importlib.util.find_spec("kaleido") is not None
 
 
-def write_figure(fig: go.Figure, path_stem: str | Path) -> list[Path]:
-    """Write ``<stem>.html`` (self-contained) and, when kaleido is importable, ``<stem>.png``."""
+def best_of_grid(runs: Iterable[Any], column: str = "train_loss") -> list[Any]:
+    """Keep, per method, the runs of the label (step size) with the lowest mean final ``column``.
+
+    Runs without a finite final value count as infinitely bad; methods with one label keep it. This
+    is the selection behind the paper's Figs. 4, 9 and 10 (section 5: "grid search the stepsize").
+    """
+    runs = list(runs)
+    scores: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        value = (run.summary or {}).get(column)
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        scores.setdefault(run.method, {}).setdefault(run.label, []).append(float(value) if ok else math.inf)
+    best = {
+        method: min(labels, key=lambda label: (float(np.mean(labels[label])), label))
+        for method, labels in scores.items()
+    }
+    return [run for run in runs if best[run.method] == run.label]
+
+
+def write_figure(fig: go.Figure, path_stem: str | Path, *, png: bool = True) -> list[Path]:
+    """Write ``<stem>.html`` (self-contained) and, when ``png`` and kaleido can render, ``<stem>.png``."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     html = stem.with_suffix(".html")
     fig.write_html(html, include_plotlyjs=True)
     written = [html]
-    if static_export_available():
-        png = stem.with_suffix(".png")
+    if png and static_export_available():
+        path = stem.with_suffix(".png")
         try:
-            fig.write_image(png)
-            written.append(png)
-        except (ValueError, RuntimeError):  # kaleido present but without a browser: HTML only
+            fig.write_image(path, width=fig.layout.width or 1100, height=fig.layout.height or 650)
+            written.append(path)
+        except Exception:  # kaleido without a usable browser raises its own error types: HTML only
             pass
     return written
 

@@ -67,3 +67,38 @@ def test_first_reach_and_first_below():
 def test_tr_traces_has_three_panels():
     fig = tr_traces([_run("TR_rms", 0, [1.0, 0.5, 0.2], [0.1, 0.5, 0.9])])
     assert len(fig.data) == 3 and fig.layout.yaxis.type == "log"
+
+
+def _summary_run(method, lr, seed, final):
+    label = method if lr is None else f"{method} (lr={lr:g})"
+    return SimpleNamespace(method=method, label=label, summary={"train_loss": final}, config={"seed": seed})
+
+
+def test_best_of_grid_keeps_the_step_size_with_the_lowest_mean_final_loss():
+    from etr_core.viz.training_plots import best_of_grid
+
+    runs = [
+        _summary_run("Adam", 1e-3, 0, 0.30),
+        _summary_run("Adam", 1e-3, 1, 0.10),  # mean 0.20
+        _summary_run("Adam", 1e-2, 0, 0.05),
+        _summary_run("Adam", 1e-2, 1, float("nan")),  # a diverged seed makes this step size the worst
+        _summary_run("Adam", 3e-4, 0, 0.25),
+        _summary_run("Adam", 3e-4, 1, 0.25),  # mean 0.25
+        _summary_run("TR_rms", None, 0, 0.4),
+    ]
+    kept = best_of_grid(runs)
+    assert sorted(r.label for r in kept) == ["Adam (lr=0.001)", "Adam (lr=0.001)", "TR_rms"]
+
+
+def test_each_method_keeps_its_palette_colour_and_dash():
+    from etr_core.viz.palette import METHOD_COLOURS
+
+    runs = [
+        _run("TR_rms", 0, [1.0, 0.5, 0.2], [0.1, 0.2, 0.3]),
+        _run("Adam (lr=0.001)", 0, [1.0, 0.4, 0.1], [0.1, 0.2, 0.3]),
+    ]
+    fig = loss_curves(runs, points=3)
+    lines = {t.name.split(" (n=")[0]: t for t in fig.data if t.mode == "lines"}
+    assert lines["TR_rms"].line.color == METHOD_COLOURS["TR_rms"] and lines["TR_rms"].line.dash == "solid"
+    assert lines["Adam (lr=0.001)"].line.color == METHOD_COLOURS["Adam"]
+    assert lines["Adam (lr=0.001)"].line.dash == "dash"
