@@ -77,12 +77,22 @@ class MethodSpec:
     ellipsoid: str | None = None
     default_lr: float | None = None
     lr_grid: tuple[float, ...] = ()
+    cubic: bool = False  # adaptive cubic regularisation (etr_core.arc.EllipsoidalARC), not a trust region
 
 
 METHODS: dict[str, MethodSpec] = {
     "TR_uni": MethodSpec("TR_uni", "tr", "trust region, spherical (uniform) norm", 512, ellipsoid="uniform"),
     "TR_ada": MethodSpec("TR_ada", "tr", "trust region, Adagrad ellipsoid (Eq. 2)", 512, ellipsoid="adagrad"),
     "TR_rms": MethodSpec("TR_rms", "tr", "trust region, RMSProp ellipsoid (Eq. 3)", 512, ellipsoid="rms"),
+    # beyond the paper (its section 6 and footnote 4): the Hessian-diagonal ellipsoid and cubic regularisation
+    "TR_hess": MethodSpec(
+        "TR_hess", "tr", "trust region, Hutchinson Hessian-diagonal ellipsoid (beyond the paper)", 512,
+        ellipsoid="hessian",
+    ),
+    "ARC_rms": MethodSpec(
+        "ARC_rms", "tr", "adaptive cubic regularisation, RMSProp ellipsoid (beyond the paper)", 512,
+        ellipsoid="rms", cubic=True,
+    ),
     "SGD": MethodSpec(
         "SGD",
         "first_order",
@@ -311,7 +321,7 @@ def resolve_tr_config(config: TrainConfig):
     "paper" is Table 1 (appendix C, B.1). "authors" uses the authors' files for the dataset and
     model family (digits uses their MNIST values).
     """
-    from etr_core.config import TRConfig, authors, paper_table1
+    from etr_core.config import ELLIPSOIDS, TRConfig, authors, paper_table1
 
     kind = config.spec.ellipsoid
     if config.preset == "authors":
@@ -321,8 +331,10 @@ def resolve_tr_config(config: TrainConfig):
                 f"got dataset={config.dataset!r}"
             )
         base = authors(_AUTHORS_DATASET[config.dataset], _AUTHORS_MODEL[config.model], kind)
-    else:
+    elif kind in ELLIPSOIDS:
         base = paper_table1(kind)
+    else:  # the Hessian-diagonal ellipsoid has no Table 1 row: Table 1's values with that ellipsoid
+        base = TRConfig(ellipsoid=kind, label=f"Table 1 values ({kind}, beyond the paper)")
     options = dict(config.tr_options)
     names = {f.name for f in dataclasses.fields(TRConfig)}
     unknown = set(options) - names
@@ -457,7 +469,20 @@ class _Trainer:
         if config.is_tr:
             from etr_core.optim import EllipsoidalTR
 
-            self.optimizer = EllipsoidalTR(self.params, preset=self.tr_config, distributed=self.distributed)
+            if config.spec.cubic:
+                from etr_core.arc import EllipsoidalARC
+
+                c = self.tr_config
+                self.optimizer = EllipsoidalARC(
+                    self.params, ellipsoid=c.ellipsoid, beta=c.beta, eps=c.eps, eps_mode=c.eps_mode,
+                    krylov_tol=c.krylov_tol, theta=c.theta, max_krylov=c.max_krylov,
+                    hessian_probes=c.hessian_probes, hessian_block=c.hessian_block,
+                    distributed=self.distributed,
+                )
+            else:
+                self.optimizer = EllipsoidalTR(
+                    self.params, preset=self.tr_config, distributed=self.distributed
+                )
             batch = self.tr_config.batch_size
             self.lr = None
         else:
