@@ -193,7 +193,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="auto picks CUDA when available (default auto)",
     )
     b.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    b.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    b.add_argument(
+        "--threads", type=_positive_int, default=None,
+        help="torch CPU threads (default: auto, torch's count capped by the cores the load leaves free)",
+    )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     t = p.add_argument_group("trust-region options")
     t.add_argument(
@@ -652,7 +655,10 @@ def _add_reproduce_parser(sub) -> None:
         "--budget", type=_positive_int, default=None, help="backprops per run (default: the protocol's)"
     )
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    r.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    r.add_argument(
+        "--threads", type=_positive_int, default=None,
+        help="torch CPU threads (default: auto, torch's count capped by the cores the load leaves free)",
+    )
     r.add_argument("--out", default="reproduce", help="results folder (default ./reproduce)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(handler=_cmd_reproduce, command_parser=r)

@@ -182,11 +182,12 @@ class JobRegistry:
         with self._lock:
             previous = self._lanes.get((owner, lane))
             job = self._jobs.get(key)
-            # a job being cancelled, or one that ended early and nobody holds, starts afresh (what it
-            # finished stays in the cache); a capped job still held is not restarted by its holder
+            # a job being cancelled, one that ended early and nobody holds, or a finished one whose
+            # results the cache has since evicted starts afresh (whatever is cached is skipped); a
+            # capped job still held is not restarted by its holder
             if job is None or job.cancel_event.is_set() or (
                 job.state in (CANCELLED, FAILED, CAPPED) and not job.owners
-            ):
+            ) or (job.state == DONE and any(u.key not in self.cache for u in job.units)):
                 job = Job(key, list(units), priority, cap)
                 self._jobs[key] = job
                 self._trim()

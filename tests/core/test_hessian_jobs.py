@@ -138,3 +138,15 @@ def test_priority_slots_validate_and_honour_cancel():
     assert slots.acquire(0, cancelled) is False
     slots.release()
     assert slots.acquire(0)
+
+
+def test_a_finished_job_whose_results_were_evicted_runs_again():
+    ex = Recorder()
+    reg = JobRegistry(ex, slots=1, cache_items=2)
+    first = reg.submit("alice", "bg", "k", _units("a", "b"))
+    assert first.wait(5)
+    other = reg.submit("bob", "bg", "other", _units("c", "d"))    # evicts a and b
+    assert other.wait(5)
+    again = reg.submit("alice", "bg", "k", _units("a", "b"))
+    assert again is not first and again.wait(5) and again.status().state == "done"
+    assert ex.ran.count(("a",)) == 2 and reg.cache.get(("b",)) == "result ('b',)"
