@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from etr_core.toy.first_order import METHOD_LABELS, METHOD_NAMES, TR_METHODS, check_theorem1, run_method
+from etr_core.toy.first_order import METHOD_LABELS, METHOD_NAMES, TR_METHODS, run_method
 from etr_core.toy.quadratics import make_quadratic
 from etr_core.toy.random_starts import suboptimality_bands
+from etr_core.toy.theorem1 import check_theorem1
 from etr_core.viz.geometry import as_figure, suboptimality_figure, trajectory_figure_spec
 from ui.common import (
     global_seed,
@@ -24,6 +25,7 @@ from ui.common import (
 )
 from ui.frame import ensure_app_frame
 from ui.interaction import start_setter
+from ui.presentation import control_panel, page_columns, presentable
 
 ensure_app_frame()
 
@@ -133,8 +135,8 @@ st.markdown("Every step of GD, Adagrad, RMSProp or Adam minimises a *linear* mod
 preset_buttons(PRESETS, f"{P}_preset")
 
 # The chart's column comes first, so on a phone (columns stacked) the picture is above the controls.
-chart_col, ctrl_col = st.columns([2.4, 1], gap="medium")
-with ctrl_col:
+chart_col, ctrl_col = page_columns()
+with control_panel(ctrl_col):
     st.markdown("**Problem** f(w) = ½ (w − w*)ᵀ Q (w − w*)")
     kappa = url_select_slider("Condition number κ (log scale)", f"{P}_kappa", KAPPAS, 20)
     theta = url_slider("Rotation θ of the level sets (degrees)", f"{P}_theta", 0, 90, 0, step=5)
@@ -180,7 +182,7 @@ with chart_col:
     if not runs:
         st.info("Switch on at least one method to see its iterates and trust regions.")
     fig = as_figure(_figure(kappa, theta, x0, y0, n_iter, tuple(runs), bool(show_tr)))
-    st.plotly_chart(fig, key=f"{P}_geometry", width="stretch", selection_mode="points",
+    st.plotly_chart(presentable(fig), key=f"{P}_geometry", width="stretch", selection_mode="points",
                     on_select=start_setter(f"{P}_geometry", f"{P}_x0", f"{P}_y0", -3.0, 3.0, 0.1))
     region_text = ("Dashed: the implicit trust region of every k-th step (at most 12 per method); scrub "
                    "the slider or press Play to replay the run in the browser.") if show_tr else \
@@ -205,7 +207,7 @@ if runs:
     start_radius = max(float(np.hypot(x0, y0)), 0.1)
     with st.spinner(f"Running {N_STARTS} random starts per method..."):
         band_fig, diverged = _band_figure(kappa, theta, start_radius, n_iter, tuple(runs), global_seed())
-    st.plotly_chart(band_fig, key=f"{P}_bands", width="stretch")
+    st.plotly_chart(presentable(band_fig), key=f"{P}_bands", width="stretch")
     st.caption(f"Mean and 90 % band (5th to 95th percentile) of log10(f(w_t) − f*) over {N_STARTS} starts "
                f"drawn on the circle of radius {start_radius:.3g} around w* (seed {global_seed()}), "
                "as in Fig. 1 (bottom)."

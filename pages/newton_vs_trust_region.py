@@ -24,6 +24,7 @@ from ui.common import (
 )
 from ui.frame import ensure_app_frame
 from ui.interaction import start_setter
+from ui.presentation import control_panel, page_columns, presentable
 
 ensure_app_frame()
 
@@ -154,8 +155,8 @@ st.caption(
 )
 
 # The chart's column comes first, so on a phone (columns stacked) the picture is above the controls.
-chart_col, ctrl_col = st.columns([2.4, 1], gap="medium")
-with ctrl_col:
+chart_col, ctrl_col = page_columns()
+with control_panel(ctrl_col):
     name = url_selectbox(
         "Function", "nvt_function", FUNCTION_NAMES, "paper", format_func=lambda n: FUNCTIONS[n].title
     )
@@ -218,7 +219,7 @@ region = (float(radius), None if m is None else np.array(m)) if show_tr else Non
 fig = local_steps_figure(fn, w, shown, box=box, region=region, models=models)
 add_click_grid(fig, (max(box[0], COORD[0]), min(box[1], COORD[1]),
                      max(box[2], COORD[0]), min(box[3], COORD[1])))
-chart_col.plotly_chart(fig, key="nvt_local_chart", width="stretch", selection_mode="points",
+chart_col.plotly_chart(presentable(fig), key="nvt_local_chart", width="stretch", selection_mode="points",
                        on_select=start_setter("nvt_local_chart", "nvt_w0", "nvt_w1", *COORD))
 
 newton = steps["newton"]
@@ -389,9 +390,10 @@ runs, table = whole_runs(
     name, (float(w0), float(w1)), tuple(methods), float(radius), float(lr), int(max_iter)
 )
 st.plotly_chart(
-    paths_figure(fn, runs, box=box, show_regions=show_regions), key="nvt_paths_chart", width="stretch"
+    presentable(paths_figure(fn, runs, box=box, show_regions=show_regions)), key="nvt_paths_chart",
+    width="stretch",
 )
-st.plotly_chart(run_history_figure(runs), key="nvt_history_chart", width="stretch")
+st.plotly_chart(presentable(run_history_figure(runs)), key="nvt_history_chart", width="stretch")
 show_table(table)
 
 sentences = []

@@ -24,6 +24,7 @@ from ui.common import (
 )
 from ui.frame import ensure_app_frame
 from ui.interaction import start_setter
+from ui.presentation import control_panel, page_columns, presentable
 
 ensure_app_frame()
 
@@ -129,8 +130,9 @@ st.markdown(
 preset_buttons(PRESETS, "so_preset")
 
 # The chart's column comes first, so on a phone (columns stacked) the picture is above the controls.
-chart_col, ctrl_col = st.columns([2.4, 1], gap="medium")
-with ctrl_col:
+chart_col, ctrl_col = page_columns()
+controls = control_panel(ctrl_col)
+with controls:
     problem = url_radio("Problem", "so_problem", PROBLEMS, "quadratic", format_func=PROBLEM_LABELS.get)
     is_quadratic = problem == "quadratic"
     kappa = url_select_slider("Condition number κ", "so_kappa", KAPPAS, 100, disabled=not is_quadratic)
@@ -164,7 +166,7 @@ with st.spinner("Running the trust-region methods..."):
     )
 box = fn.view
 
-with ctrl_col:
+with controls:
     st.markdown("**Step through one run**")
     stepping = [m for m in methods if runs[m].nit > 0]
     step_method = url_selectbox("Method", "so_step_method", METHODS, METHODS[0], format_func=LABELS.get)
@@ -181,7 +183,7 @@ if step_on and step_method in runs and runs[step_method].nit > 0:
 
 with chart_col:
     fig = paths_figure(fn, runs, box=box, show_regions=show_regions, click_box=_click_box(box), step=detail)
-    st.plotly_chart(fig, key="so_paths_chart", width="stretch", on_select=start_setter(
+    st.plotly_chart(presentable(fig), key="so_paths_chart", width="stretch", on_select=start_setter(
         "so_paths_chart", "so_w0", "so_w1", *COORD), selection_mode="points")
     drawn = ", ".join(f"{r.label}: {len(range(0, r.nit, max(1, -(-r.nit // 15))))} of {r.nit}"
                       for r in runs.values())
@@ -204,7 +206,7 @@ with chart_col:
     elif step_on:
         st.info(f"{LABELS[step_method]} is not among the runs shown: choose it under Methods.")
 
-st.plotly_chart(run_history_figure(runs), key="so_history_chart", width="stretch")
+st.plotly_chart(presentable(run_history_figure(runs)), key="so_history_chart", width="stretch")
 st.subheader("Iterations to tolerance")
 show_table(table)
 st.caption(

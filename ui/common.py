@@ -204,14 +204,17 @@ def current_device_name() -> str:
 
 
 def render_sidebar() -> None:
-    """The sidebar every page shares: the seed and the device in use."""
+    """The sidebar every page shares: the seed, the presentation toggle and the device in use."""
     from etr_core.devices import describe_device, device
+    from ui.presentation import presentation_style, presentation_toggle
 
     with st.sidebar:
         url_number("Seed", "seed", 0, 2**31 - 1, 0, step=1,
                    help="Every random choice on every page (start points, data splits, initial weights) "
                    "derives from this seed.")
+        presentation_toggle()
         st.caption(f"Device in use: **{describe_device(device('auto'))}**")
+    presentation_style()
 
 
 def readable(value: Any, digits: int = 4) -> str:

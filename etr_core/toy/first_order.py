@@ -30,6 +30,9 @@ The two ``tr_*`` methods are the first-order trust-region methods of appendix B 
 with the linear model, driven by ``etr_core.minimize``. For Adam the implicit trust region is the one
 of the linear model built with the momentum ``mhat_t`` (the remark after Corollary 1).
 
+The first-order TR engine is in :mod:`etr_core.toy.first_order_tr`, the Theorem 1 check in
+:mod:`etr_core.toy.theorem1` (``Theorem1Check`` and ``check_theorem1`` are still importable from here).
+
 Divergence (an iterate overflowing, or ``f`` growing beyond ``DIVERGENCE_GROWTH * f(w_0)``) ends a run
 early and is reported in ``Trajectory.message``; nothing is raised.
 """
@@ -44,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from etr_core._validation import check_choice, check_int, check_open_interval, check_positive
+from etr_core.toy.first_order_tr import TR_DEFAULTS, run_tr_single
 
 __all__ = [
     "ADAPTIVE_METHODS",
@@ -54,9 +58,7 @@ __all__ = [
     "TR_METHODS",
     "BatchResult",
     "Problem2D",
-    "Theorem1Check",
     "Trajectory",
-    "check_theorem1",
     "run_batch",
     "run_method",
 ]
@@ -74,11 +76,6 @@ METHOD_LABELS = {
     "tr_adagrad": "1st-order TR (Adagrad ellipse)",
 }
 DIVERGENCE_GROWTH = 1.0e4
-_TR_ELLIPSOID = {"tr_sphere": "first_order_tr_uniform", "tr_adagrad": "first_order_tr_adagrad"}
-# Paper Table 1 rules for the first-order TR methods.
-# Below this gradient norm the scalar products of the Theorem 1 step underflow: the run stops there.
-_STATIONARY_GRAD = 1e-140
-TR_DEFAULTS = {"max_radius": 10.0, "eta1": 1e-4, "eta2": 0.95, "gamma1": 1.1, "gamma2": 1.5}
 
 
 class Problem2D(Protocol):
@@ -255,67 +252,6 @@ def _run_adaptive(problem: Problem2D, method: str, lr: float, n_iter: int, W0: n
 
 
 # --------------------------------------------------------------------------------------------------
-# first-order trust-region methods (Fig. 5) through etr_core
-
-
-def _run_tr_single(problem: Problem2D, method: str, radius0: float, n_iter: int, w0: np.ndarray,
-                   opts: dict) -> dict[str, np.ndarray]:
-    """Algorithm 1 with the linear model ``m^1(s) = f + g^T s`` (appendix B, footnote 7) through
-    ``etr_core.minimize`` (``first_order_tr_uniform`` / ``first_order_tr_adagrad``), whose history
-    gives each iteration's centre, ellipsoid diagonal, radius, step and acceptance."""
-    import torch
-
-    from etr_core.minimize import minimize
-
-    rules = {**TR_DEFAULTS, **{k: v for k, v in opts.items() if k in TR_DEFAULTS}}
-    if radius0 > rules["max_radius"]:
-        raise ValueError(f"lr (the initial radius) must be <= max_radius = {rules['max_radius']!r}, "
-                         f"got {radius0!r}")
-    extra = {"eps": opts["eps"]} if "eps" in opts else {}
-    # "after_accept": a rejected step leaves w_t (and g_t) unchanged, so its gradient must not enter
-    # the Adagrad sum a second time; the ellipse is then Adagrad's accumulator over the iterates.
-    result = minimize(_torch_objective(problem), torch.as_tensor(np.asarray(w0, dtype=np.float64)),
-                      method=_TR_ELLIPSOID[method], rule="paper", gtol=_STATIONARY_GRAD, max_iter=n_iter,
-                      radius=radius0, ellipsoid_update="after_accept", **rules, **extra)
-    W = np.full((n_iter + 1, 2), np.nan)
-    F = np.full(n_iter + 1, np.nan)
-    A = np.full((n_iter, 2, 2), np.nan)
-    R = np.full(n_iter, np.nan)
-    S = np.full((n_iter, 2), np.nan)
-    accepted = np.zeros(n_iter, dtype=bool)
-    k = len(result.history)
-    for t, rec in enumerate(result.history):
-        W[t] = rec["x"].numpy()
-        F[t] = rec["f"]
-        A[t] = np.diag(rec["m"].numpy().astype(np.float64))
-        R[t] = rec["radius_before"]
-        S[t] = rec["step"].numpy()
-        accepted[t] = bool(rec["accepted"])
-    W[k] = result.x.numpy()
-    F[k] = result.fun
-    if k < n_iter:
-        # Stopped at a (numerically) stationary point: the iterate stays put, no step is taken.
-        W[k + 1:], F[k + 1:] = W[k], F[k]
-        A[k:] = A[k - 1] if k > 0 else np.eye(2)
-        R[k:] = R[k - 1] if k > 0 else radius0
-        S[k:] = 0.0
-    G = np.asarray(problem.grad(W[:n_iter]), dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dual = np.sqrt(np.einsum("ti,tii,ti->t", G, 1.0 / np.where(np.isfinite(A), A, 1.0), G))
-        eta = np.where(dual > 0, R / dual, np.nan)
-    return {"W": W, "F": F, "G": G, "Q": G.copy(), "A": A, "R": R, "S": S, "diverged_at": np.asarray(-1),
-            "step_sizes": eta, "accepted": accepted}
-
-
-def _torch_objective(problem: Problem2D):
-    torch_fun = getattr(problem, "torch_fun", None)
-    if torch_fun is None:
-        raise TypeError(f"the first-order TR methods need a problem with a torch_fun(), got "
-                        f"{type(problem).__name__}")
-    return torch_fun()
-
-
-# --------------------------------------------------------------------------------------------------
 # public entry points
 
 
@@ -348,7 +284,7 @@ def run_method(problem: Problem2D, method: str, lr: float, n_iter: int, w0: Sequ
     if len(W0) != 1:
         raise ValueError(f"w0 must be one point of shape (2,), got shape {np.asarray(w0).shape}")
     if method in TR_METHODS:
-        out = _run_tr_single(problem, method, lr, n_iter, W0[0], opts)
+        out = run_tr_single(problem, method, lr, n_iter, W0[0], opts)
         step_sizes = out["step_sizes"]
         accepted = out["accepted"]
     else:
@@ -410,7 +346,7 @@ def run_batch(problem: Problem2D, method: str, lr: float, n_iter: int, starts: n
     if method in TR_METHODS:
         rows, div = [], []
         for w0 in W0:
-            out = _run_tr_single(problem, method, lr, n_iter, w0, opts)
+            out = run_tr_single(problem, method, lr, n_iter, w0, opts)
             rows.append(out["F"])
             div.append(int(out["diverged_at"]))
         F, diverged_at = np.stack(rows), np.asarray(div)
@@ -424,114 +360,11 @@ def run_batch(problem: Problem2D, method: str, lr: float, n_iter: int, starts: n
     return BatchResult(method=method, values=F, diverged_at=diverged_at)
 
 
-# --------------------------------------------------------------------------------------------------
-# Theorem 1, checked at one iterate
+def __getattr__(name: str) -> Any:
+    """``Theorem1Check`` and ``check_theorem1`` live in :mod:`etr_core.toy.theorem1` (imported lazily,
+    as that module needs :class:`Trajectory` from here)."""
+    if name in ("Theorem1Check", "check_theorem1"):
+        from etr_core.toy import theorem1
 
-
-@dataclass(frozen=True)
-class Theorem1Check:
-    """Theorem 1 at step ``t`` of a run: the method's step next to two independent solutions of
-    ``min q^T s  s.t.  ||s||_A <= r`` (Eq. 5) and the KKT residual of Eq. 14 with ``lambda = ||q||_{A^-1}``.
-
-    ``closed_form_step`` is ``-r A^-1 q / ||q||_{A^-1}`` solved through a Cholesky factor of ``A``;
-    ``boundary_search_step`` minimises ``q^T s`` over ``n_boundary`` points ``s = r C^-T (cos phi, sin phi)``
-    of the ellipse's boundary (``A = C C^T``), refined by a bounded scalar search around the best one.
-    """
-
-    method: str
-    iteration: int
-    centre: np.ndarray
-    model_gradient: np.ndarray
-    shape: np.ndarray
-    step_size: float
-    radius: float
-    method_step: np.ndarray
-    closed_form_step: np.ndarray
-    boundary_search_step: np.ndarray
-    n_boundary: int
-    method_model_change: float
-    closed_form_model_change: float
-    boundary_search_model_change: float
-    step_norm_A: float
-    multiplier: float
-    kkt_residual: float
-    closed_form_error: float
-    boundary_search_error: float
-
-    @property
-    def holds(self) -> bool:
-        """True when the method's step is feasible with ``||s||_A = r``, no boundary point has a lower
-        model value, the closed form agrees to rounding (scaled by ``cond(A)``) and KKT holds."""
-        tiny = np.finfo(np.float64).tiny
-        size = max(float(np.linalg.norm(self.closed_form_step)), tiny)
-        cond = float(np.linalg.cond(self.shape))
-        decrease = abs(self.method_model_change)
-        rel = max(1e-9, 1e-14 * cond)    # rounding in A^-1 grows with the ellipse's aspect ratio
-        return bool(
-            abs(self.step_norm_A - self.radius) <= rel * max(self.radius, tiny)
-            and self.method_model_change <= self.boundary_search_model_change + rel * decrease
-            and self.closed_form_error <= rel * size
-            and self.kkt_residual <= rel * max(float(np.linalg.norm(self.model_gradient)), tiny)
-        )
-
-
-def check_theorem1(trajectory: Trajectory, iteration: int, n_boundary: int = 4096) -> Theorem1Check:
-    """Check Theorem 1 (Eq. 4-5; Corollary 1 for the square-root preconditioners) at one step.
-
-    Uses the recorded ``A_t``, ``q_t`` and radius; solves the linear-model trust-region problem by the
-    closed form and by a dense search over the ellipse's boundary, and evaluates the KKT condition
-    ``q + lambda A s / ||s||_A = 0`` (Eq. 14) at the method's step.
-    """
-    from scipy.optimize import minimize_scalar
-
-    if not isinstance(trajectory, Trajectory):
-        raise TypeError(f"trajectory must be a Trajectory, got {type(trajectory).__name__}")
-    n = trajectory.n_steps
-    if n == 0:
-        raise ValueError("trajectory has no steps to check")
-    t = check_int("iteration", iteration, minimum=0, maximum=n - 1)
-    n_boundary = check_int("n_boundary", n_boundary, minimum=16, maximum=10_000_000)
-    q = trajectory.model_gradients[t].astype(np.float64)
-    A = trajectory.shapes[t].astype(np.float64)
-    r = float(trajectory.radii[t])
-    s = trajectory.steps[t].astype(np.float64)
-    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(A)) and math.isfinite(r)) or not np.any(q):
-        raise ValueError(f"step {t} has a zero or non-finite gradient; Theorem 1 needs g_t != 0")
-    C = np.linalg.cholesky(A)
-    y = np.linalg.solve(C, q)                      # C^-1 q, so ||q||_{A^-1} = ||y||
-    dual = float(np.linalg.norm(y))
-    closed = -r * np.linalg.solve(C.T, y) / dual
-
-    def boundary_point(phi: float) -> np.ndarray:
-        return r * np.linalg.solve(C.T, np.array([math.cos(phi), math.sin(phi)]))
-
-    phis = np.linspace(0.0, 2.0 * math.pi, n_boundary, endpoint=False)
-    pts = r * np.linalg.solve(C.T, np.stack([np.cos(phis), np.sin(phis)]))   # (2, n)
-    best = int(np.argmin(q @ pts))
-    h = 2.0 * math.pi / n_boundary
-    res = minimize_scalar(lambda phi: float(q @ boundary_point(phi)), bounds=(phis[best] - h, phis[best] + h),
-                          method="bounded", options={"xatol": 1e-13})
-    dense = boundary_point(float(res.x))
-    s_norm = float(math.sqrt(max(s @ A @ s, 0.0)))
-    kkt = q + dual * (A @ s) / s_norm if s_norm > 0 else q
-    return Theorem1Check(
-        method=trajectory.method,
-        iteration=t,
-        centre=trajectory.iterates[t].copy(),
-        model_gradient=q,
-        shape=A,
-        step_size=float(trajectory.step_sizes[t]),
-        radius=r,
-        method_step=s,
-        closed_form_step=closed,
-        boundary_search_step=dense,
-        n_boundary=n_boundary,
-        method_model_change=float(q @ s),
-        closed_form_model_change=float(q @ closed),
-        boundary_search_model_change=float(q @ dense),
-        step_norm_A=s_norm,
-        multiplier=dual,
-        kkt_residual=float(np.linalg.norm(kkt)),
-        closed_form_error=float(np.linalg.norm(s - closed)),
-        boundary_search_error=float(np.linalg.norm(s - dense)),
-    )
+        return getattr(theorem1, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,12 +15,12 @@ from etr_core.toy.first_order import (
     DIVERGENCE_GROWTH,
     METHOD_NAMES,
     TR_METHODS,
-    check_theorem1,
     run_batch,
     run_method,
 )
 from etr_core.toy.quadratics import make_quadratic
 from etr_core.toy.random_starts import random_starts, suboptimality_bands
+from etr_core.toy.theorem1 import check_theorem1
 
 LR = {"gd": None, "adagrad": 0.4, "adagrad_full": 0.4, "rmsprop": 0.05, "adam": 0.1,
       "tr_sphere": 0.3, "tr_adagrad": 0.3}
@@ -407,3 +407,12 @@ def test_check_theorem1_validates_the_iteration() -> None:
         check_theorem1(tr, 4)
     with pytest.raises(TypeError, match="Trajectory"):
         check_theorem1("not a run", 0)  # type: ignore[arg-type]
+
+
+def test_theorem1_check_is_still_importable_from_first_order() -> None:
+    from etr_core.toy import first_order, theorem1
+
+    assert first_order.check_theorem1 is theorem1.check_theorem1
+    assert first_order.Theorem1Check is theorem1.Theorem1Check
+    with pytest.raises(AttributeError, match="no_such_name"):
+        first_order.no_such_name  # noqa: B018
