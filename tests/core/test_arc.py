@@ -212,3 +212,19 @@ def test_hessian_closure_and_p_grad():
     assert opt.counters["backward"] == 2
     assert all(p.grad is not None for p in model.parameters())
     assert math.isfinite(opt.last_step.rho)
+
+
+@pytest.mark.parametrize("method", ["TR_hess", "ARC_rms"])
+def test_training_methods_count_every_hessian_product(method, tmp_path):
+    from etr_core.cli import main
+    from etr_core.training import TrainConfig, train
+
+    result = train(TrainConfig(method=method, max_steps=3, eval_every=3, device="cpu",
+                               data_options={"max_train": 200}))
+    s = result.summary
+    solver = sum(step["hvp_calls"] for step in result.steps)
+    probes = 3 if method == "TR_hess" else 0  # one Hutchinson probe per step for the Hessian ellipsoid
+    assert s["hvp"] == solver + probes
+    assert s["backprops"] == s["backward"] + s["hvp"]
+    assert main(["train", "--method", method, "--max-steps", "2", "--device", "cpu", "--max-train", "200",
+                 "--no-progress", "--out", str(tmp_path / method)]) == 0
