@@ -13,7 +13,7 @@ from etr_core.toy.first_order import METHOD_LABELS, METHOD_NAMES, TR_METHODS, ru
 from etr_core.toy.quadratics import make_quadratic
 from etr_core.toy.random_starts import suboptimality_bands
 from etr_core.toy.theorem1 import check_theorem1
-from etr_core.viz.geometry import as_figure, suboptimality_figure, trajectory_figure_spec
+from etr_core.viz.geometry import add_step_region, as_figure, suboptimality_figure, trajectory_figure_spec
 from ui.common import (
     global_seed,
     preset_buttons,
@@ -76,6 +76,16 @@ def _geometry_note(kappa: float, theta: float) -> str:
             "valley, while the full-matrix Adagrad ellipse can rotate with it (section 3.2).")
 
 
+KEY_T = f"{P}_check_t"  # the iteration shown by Step and checked against Theorem 1
+
+
+def _advance(last: int) -> None:
+    """Step button: the next iteration (back to 0 after the last) and show it on the chart."""
+    current = int(st.session_state.get(KEY_T, 0))
+    st.session_state[KEY_T] = 0 if current >= last else current + 1
+    st.session_state[f"{P}_step_on"] = True
+
+
 def _trajectory(kappa: float, theta: float, x0: float, y0: float, n_iter: int, method: str, lr: float):
     return run_method(make_quadratic(kappa, theta), method, lr, n_iter, (x0, y0))
 
@@ -136,7 +146,8 @@ preset_buttons(PRESETS, f"{P}_preset")
 
 # The chart's column comes first, so on a phone (columns stacked) the picture is above the controls.
 chart_col, ctrl_col = page_columns()
-with control_panel(ctrl_col):
+controls = control_panel(ctrl_col)
+with controls:
     st.markdown("**Problem** f(w) = ½ (w − w*)ᵀ Q (w − w*)")
     kappa = url_select_slider("Condition number κ (log scale)", f"{P}_kappa", KAPPAS, 20)
     theta = url_slider("Rotation θ of the level sets (degrees)", f"{P}_theta", 0, 90, 0, step=5)
@@ -172,6 +183,20 @@ with control_panel(ctrl_col):
 
 kappa, theta, x0, y0, n_iter = float(kappa), float(theta), float(x0), float(y0), int(n_iter)
 trajectories = {m: _trajectory(kappa, theta, x0, y0, n_iter, m, lr) for m, lr in runs}
+checkable = [m for m in trajectories if trajectories[m].n_steps > 0]
+method, t, step_on = None, 0, False
+with controls:
+    st.markdown("**One iteration** (its implicit trust region and Theorem 1 below)")
+    if checkable:
+        method = url_selectbox("Method", f"{P}_check_method", checkable, checkable[0],
+                               format_func=lambda m: METHOD_LABELS[m])
+        last = trajectories[method].n_steps - 1
+        if st.session_state.get(KEY_T, 0) > last:
+            st.session_state[KEY_T] = last
+        t = min(int(url_slider("Iteration t", KEY_T, 0, max(last, 1), 0)) if last > 0 else 0, last)
+        step_on = url_toggle("Show iteration t on the chart", f"{P}_step_on", False)
+        st.button("Step ▶ (next iteration)", key=f"{P}_step_next", on_click=_advance, args=(last,),
+                  width="stretch")
 
 with chart_col:
     for tr in trajectories.values():
@@ -182,6 +207,8 @@ with chart_col:
     if not runs:
         st.info("Switch on at least one method to see its iterates and trust regions.")
     fig = as_figure(_figure(kappa, theta, x0, y0, n_iter, tuple(runs), bool(show_tr)))
+    if step_on and method is not None:
+        add_step_region(fig, trajectories[method], t)
     st.plotly_chart(presentable(fig), key=f"{P}_geometry", width="stretch", selection_mode="points",
                     on_select=start_setter(f"{P}_geometry", f"{P}_x0", f"{P}_y0", -3.0, 3.0, 0.1))
     region_text = ("Dashed: the implicit trust region of every k-th step (at most 12 per method); scrub "
@@ -215,22 +242,10 @@ if runs:
                   + ", ".join(f"{k}: {v}/{N_STARTS}" for k, v in diverged.items()) + "."))
 
 st.subheader("Check Theorem 1 at one iterate")
-checkable = [m for m in trajectories if trajectories[m].n_steps > 0]
-if not checkable:
+if method is None:
     st.info("Switch on a method (with at least one step) to check Theorem 1.")
 else:
-    c_m, c_t = st.columns(2)
-    with c_m:
-        method = url_selectbox("Method", f"{P}_check_method", checkable, checkable[0],
-                               format_func=lambda m: METHOD_LABELS[m])
     tr = trajectories[method]
-    last = tr.n_steps - 1
-    key_t = f"{P}_check_t"
-    if key_t in st.session_state and st.session_state[key_t] > last:
-        st.session_state[key_t] = last
-    with c_t:
-        t = int(url_slider("Iteration t", key_t, 0, max(last, 1), 0)) if last > 0 else 0
-    t = min(t, last)
     try:
         check = check_theorem1(tr, t)
     except ValueError as err:

@@ -18,13 +18,14 @@ import numpy as np
 import plotly.graph_objects as go
 
 from etr_core._validation import check_int
-from etr_core.toy.ellipses import stacked_ellipse_polylines
+from etr_core.toy.ellipses import ellipse_boundary, stacked_ellipse_polylines
 from etr_core.toy.first_order import METHOD_NAMES, Trajectory
 from etr_core.toy.random_starts import SuboptimalityBand
 from etr_core.viz.palette import method_colour, method_dash
 
 __all__ = [
     "METHOD_COLOURS",
+    "add_step_region",
     "as_figure",
     "click_grid",
     "default_bounds",
@@ -225,6 +226,31 @@ def trajectory_figure_spec(
                              marker={"size": 10, "opacity": 0}, selected={"marker": {"opacity": 0}},
                              unselected={"marker": {"opacity": 0}}))
     return {"data": data, "layout": layout, "frames": frames}
+
+
+def add_step_region(fig: go.Figure, trajectory: Trajectory, t: int) -> None:
+    """The Step view of iteration ``t`` of ``trajectory``: its implicit trust region
+    ``{w_t + s : s^T A_t s <= r_t^2}`` (Eq. 5, bold dashed), the step ``w_t -> w_t + s_t`` and ``w_t``.
+
+    Three traces are appended (named ``"<label>: region at t = <t>"``, ``"... step t"``, ``"... w_t"``).
+    Raises ValueError when ``t`` is not a step of the run or its region is not finite."""
+    t = check_int("t", t, minimum=0, maximum=max(trajectory.n_steps - 1, 0))
+    if trajectory.n_steps == 0:
+        raise ValueError(f"{trajectory.label} has no steps to show")
+    centre, step = trajectory.centres[t], trajectory.steps[t]
+    xy = ellipse_boundary(trajectory.shapes[t], float(trajectory.radii[t]), centre, n_points=96)
+    colour = METHOD_COLOURS.get(trajectory.method, _FALLBACK_COLOUR)
+    name = f"{trajectory.label}: "
+    fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="lines", name=f"{name}region at t = {t}",
+                             line={"color": "black", "width": 3, "dash": "dash"}, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=[centre[0], centre[0] + step[0]], y=[centre[1], centre[1] + step[1]],
+                             mode="lines+markers", name=f"{name}step {t}",
+                             line={"color": colour, "width": 4},
+                             marker={"size": [0, 14], "symbol": "arrow", "angleref": "previous",
+                                     "color": colour}, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=[centre[0]], y=[centre[1]], mode="markers", name=f"{name}w_{t}",
+                             marker={"size": 11, "color": "black", "symbol": "circle-open",
+                                     "line": {"width": 3}}, hoverinfo="skip"))
 
 
 def click_grid(bounds: Bounds, step: float = 0.1, max_points: int = 4000) -> tuple[np.ndarray, np.ndarray]:

@@ -217,3 +217,35 @@ def test_why_text_follows_the_geometry(query: dict[str, str], expected: str) -> 
     at = _open(query)
     why = next(m.value for m in at.markdown if m.value.startswith("**Why.**"))
     assert expected in why
+
+
+def _step(at: AppTest) -> AppTest:
+    next(b for b in at.button if b.label.startswith("Step")).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_step_button_draws_the_next_iterations_region_and_step() -> None:
+    at = _step(_open())
+    assert at.session_state["itr_check_t"] == 1 and at.session_state["itr_step_on"] is True
+    assert at.query_params["itr_check_t"] in ("1", ["1"])
+    assert at.query_params["itr_step_on"] in ("true", ["true"])
+    # GD on the default problem (kappa = 20, theta = 0, eta = 0.5 / L): closed-form iterates.
+    Q = _quadratic(20.0, 0.0)
+    eta = 0.5 / 20.0
+    w = _gd_closed_form(Q, eta, 2)
+    x, y = _trace(at, "GD: region at t = 1")
+    radius = eta * np.linalg.norm(Q @ w[1])  # Theorem 1: r_t = eta ||g_t|| for GD (A = I)
+    np.testing.assert_allclose(np.hypot(x - w[1, 0], y - w[1, 1]), radius, rtol=1e-6)
+    sx, sy = _trace(at, "GD: step 1")
+    np.testing.assert_allclose([sx[0], sy[0], sx[-1], sy[-1]], [*w[1], *w[2]], rtol=1e-6, atol=1e-9)
+    assert "Step 1 of GD" in " ".join(c.value for c in at.caption)
+
+
+def test_step_wraps_after_the_last_iteration_and_is_off_by_default() -> None:
+    at = _open({"itr_iters": "2"})
+    assert at.session_state["itr_step_on"] is False
+    assert not [n for n in _names(at) if "region at t" in n]
+    assert _step(at).session_state["itr_check_t"] == 1
+    assert _step(at).session_state["itr_check_t"] == 0
+    assert "GD: region at t = 0" in _names(at)
