@@ -128,7 +128,7 @@ METHODS: dict[str, MethodSpec] = {
     ),
 }
 
-PRESETS = ("paper", "authors")
+PRESETS = ("paper", "fast", "authors")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STOP_REASONS = ("max_steps", "max_epochs", "max_seconds", "max_backprops", "stopped", "nonfinite_loss")
 # First-order steps: parameters are copied aside every this many steps (the fault fallback, see
@@ -322,10 +322,11 @@ _AUTHORS_MODEL = {
 def resolve_tr_config(config: TrainConfig):
     """The :class:`etr_core.config.TRConfig` of a TR run: preset, then ``tr_options``, then ``batch_size``.
 
-    "paper" is Table 1 (appendix C, B.1). "authors" uses the authors' files for the dataset and
-    model family (digits uses their MNIST values).
+    "paper" is Table 1 (appendix C, B.1). "fast" is Table 1 with the automatic initial radius and
+    Hessian products on a quarter of the batch (:func:`etr_core.config.fast`). "authors" uses the
+    authors' files for the dataset and model family (digits uses their MNIST values).
     """
-    from etr_core.config import ELLIPSOIDS, TRConfig, authors, paper_table1
+    from etr_core.config import ELLIPSOIDS, TRConfig, authors, fast, paper_table1
 
     kind = config.spec.ellipsoid
     if config.preset == "authors":
@@ -336,9 +337,11 @@ def resolve_tr_config(config: TrainConfig):
             )
         base = authors(_AUTHORS_DATASET[config.dataset], _AUTHORS_MODEL[config.model], kind)
     elif kind in ELLIPSOIDS:
-        base = paper_table1(kind)
+        base = fast(kind) if config.preset == "fast" else paper_table1(kind)
     else:  # the Hessian-diagonal ellipsoid has no Table 1 row: Table 1's values with that ellipsoid
         base = TRConfig(ellipsoid=kind, label=f"Table 1 values ({kind}, beyond the paper)")
+        if config.preset == "fast":
+            base = base.replace(auto_radius=True, hessian_fraction=0.25, label=f"fast ({kind})")
     options = dict(config.tr_options)
     names = {f.name for f in dataclasses.fields(TRConfig)}
     unknown = set(options) - names
@@ -351,7 +354,7 @@ def resolve_tr_config(config: TrainConfig):
         )
     if config.batch_size is not None:
         options["batch_size"] = config.batch_size
-    elif config.preset == "paper" and "batch_size" not in options:
+    elif config.preset in ("paper", "fast") and "batch_size" not in options:
         paper_batch = paper_tr_batch_size(config.model, config.dataset)  # ResNet18 on CIFAR-10: 128
         if paper_batch is not None:
             options["batch_size"] = paper_batch

@@ -211,7 +211,7 @@ def test_paper_preset_has_no_warmup():
         ({"eval_every": 0}, "eval_every"),
         ({"device": "tpu"}, "device"),
         ({"dtype": "float16"}, "dtype"),
-        ({"preset": "fast"}, "preset"),
+        ({"preset": "fastest"}, "preset"),
         ({"method": "SGD", "tr_options": {"radius": 1.0}}, "tr_options"),
         ({"tr_options": {"radius": -1.0}}, "radius"),
         ({"tr_options": {"radios": 1.0}}, "radios"),
