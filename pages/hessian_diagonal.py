@@ -190,6 +190,9 @@ if d > PAGE_MAX_PARAMS:
 asked = PageSettings(data, sizes, activation, int(batch), int(steps), phase, int(n_seeds), seed, len(x_np),
                      root)
 settings, reason = fit_to_budget(asked, BATCHES, STEPS)
+if reason is not None and settings == asked:  # nothing left to lower (not reached on this page's widgets)
+    st.warning(reason)
+    st.stop()
 if reason is not None:
     st.session_state[FIT] = {"message": reason, "values": {
         f"{P}_seeds": settings.seeds, f"{P}_batch": settings.batch, f"{P}_steps": settings.steps}}
