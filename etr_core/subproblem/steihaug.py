@@ -45,6 +45,7 @@ from etr_core.subproblem.result import (
     SubproblemResult,
 )
 from etr_core.subproblem.scaling import rescale_result, setup, true_tolerance
+from etr_core.subproblem.steihaug_device import iterate_without_sync
 
 __all__ = ["STOP_RULES", "steihaug_toint_pcg"]
 
@@ -65,6 +66,7 @@ def steihaug_toint_pcg(
     residual_norm: str = "l2",
     root: str = "positive",
     record: bool = False,
+    host_sync: bool | None = None,
 ) -> SubproblemResult:
     """Approximately solve Eq. 8, ``min g^T s + 1/2 s^T B s`` s.t. ``||s||_M <= radius``.
 
@@ -87,6 +89,12 @@ def steihaug_toint_pcg(
     ``record=True`` adds one history entry per iterate (``iteration``, ``model_change``,
     ``step_m_norm`` computed explicitly, ``residual_norm``, ``curvature``, ``alpha``, ``step``: a copy
     of the iterate; memory O(k d)).
+
+    ``host_sync``: ``None`` (default) reads the loop's scalars on the host on a CPU and keeps them on
+    the device elsewhere; ``False`` forces the device-side loop of
+    :mod:`etr_core.subproblem.steihaug_device` (one host read per four iterations; same step to
+    rounding; ``stop_rule="residual"``, ``root="positive"`` and ``record=False`` only, else the host
+    path runs), ``True`` the host path.
     """
     g = flat_vector("g", g)
     hvp = check_hvp(hvp)
@@ -105,6 +113,18 @@ def steihaug_toint_pcg(
     scale = problem.scale
     tol = true_tolerance(gg, gamma, scale, kappa, theta, residual_norm)
     decrease_tol = min(math.sqrt(math.sqrt(gg)) / math.sqrt(scale), kappa)
+    if host_sync is None:
+        host_sync = g.device.type == "cpu"
+    if not host_sync and stop_rule == "residual" and root == "positive" and not record:
+        s, change, exit_reason, iterations, calls = iterate_without_sync(
+            problem.g, problem.hvp, problem.radius, problem.m, neg_inv_m, gamma, p,
+            max_iter=max_iter, residual_norm=residual_norm, tol=tol,
+        )
+        if exit_reason == EXIT_NONFINITE:
+            result = _nonfinite(problem.g, calls, iterations, None)
+        else:
+            result = _finish(s, problem.m, change, exit_reason, iterations, calls, None)
+        return rescale_result(result, scale, problem.out_dtype)
     result = _iterate(
         problem.g, problem.hvp, problem.radius, problem.m, neg_inv_m, gg, gamma, p,
         max_iter=max_iter, stop_rule=stop_rule, residual_norm=residual_norm, root=root, record=record,

@@ -1,0 +1,70 @@
+"""The device-side Steihaug-Toint loop (host_sync=False) gives the host path's step to rounding.
+
+Oracle: the host-synchronising path (itself tested against SciPy and closed forms in
+test_steihaug.py) on convex, indefinite and boundary problems, in float64 and float32, both
+residual norms; and the interior Newton step -B^-1 g where the region does not bind.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from etr_core.subproblem import steihaug_toint_pcg
+
+
+def _problem(seed: int, d: int = 30, lo: float = 0.5, hi: float = 5.0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    B = (Q @ torch.diag(torch.linspace(lo, hi, d, dtype=torch.float64)) @ Q.T).to(dtype)
+    g = torch.randn(d, generator=gen, dtype=torch.float64).to(dtype)
+    m = (torch.rand(d, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
+    return B, g, m
+
+
+CASES = [
+    ("interior", 0.5, 5.0, 1e3),
+    ("boundary", 0.5, 5.0, 0.05),
+    ("negative_curvature", -3.0, 5.0, 10.0),
+    ("mid", 0.01, 5.0, 1.0),
+]
+
+
+@pytest.mark.parametrize("residual_norm", ["l2", "m_inv"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("name", "lo", "hi", "radius"), CASES, ids=[c[0] for c in CASES])
+def test_device_loop_equals_the_host_path(name, lo, hi, radius, dtype, residual_norm):
+    for seed in range(3):
+        B, g, m = _problem(seed, lo=lo, hi=hi, dtype=dtype)
+        kwargs = dict(kappa=1e-3, theta=0.5, max_iter=40, residual_norm=residual_norm)
+        host = steihaug_toint_pcg(g, B.__matmul__, radius, m, host_sync=True, **kwargs)
+        dev = steihaug_toint_pcg(g, B.__matmul__, radius, m, host_sync=False, **kwargs)
+        assert dev.exit == host.exit and dev.iterations == host.iterations
+        assert host.hvp_calls <= dev.hvp_calls < host.hvp_calls + 4  # at most 3 products past the exit
+        tol = 1e-10 if dtype == torch.float64 else 2e-4
+        torch.testing.assert_close(dev.step, host.step, rtol=tol, atol=tol * float(host.step.abs().max()))
+        assert dev.pred_reduction == pytest.approx(host.pred_reduction, rel=tol)
+        assert dev.step_m_norm == pytest.approx(host.step_m_norm, rel=tol)
+
+
+def test_interior_step_is_the_newton_step():
+    B, g, m = _problem(7)
+    dev = steihaug_toint_pcg(g, B.__matmul__, 1e6, m, kappa=1e-12, theta=0.0, max_iter=100, host_sync=False)
+    assert dev.exit == "converged"
+    torch.testing.assert_close(dev.step, -torch.linalg.solve(B, g), rtol=1e-9, atol=1e-10)
+
+
+def test_max_iter_and_nonfinite_products():
+    B, g, m = _problem(1)
+    host = steihaug_toint_pcg(g, lambda v: B @ v, 1e3, m, kappa=1e-12, max_iter=3, host_sync=True)
+    dev = steihaug_toint_pcg(g, lambda v: B @ v, 1e3, m, kappa=1e-12, max_iter=3, host_sync=False)
+    assert dev.exit == host.exit == "max_iter" and dev.iterations == 3
+    torch.testing.assert_close(dev.step, host.step)
+    calls = []
+
+    def nan_after_two(v):
+        calls.append(1)
+        return B @ v if len(calls) < 3 else torch.full_like(v, float("nan"))
+
+    dev = steihaug_toint_pcg(g, nan_after_two, 1e3, m, kappa=1e-12, max_iter=20, host_sync=False)
+    assert dev.exit == "nonfinite" and torch.equal(dev.step, torch.zeros_like(g))
