@@ -11,7 +11,7 @@ Two questions, each its own mode:
   mean-image plateau (full training loss ~0.424): the final loss after ``--budget`` backprops and
   whether it went below ``--plateau``.
 
-    python3 benchmarks/bench_beyond_paper.py --task targets --seeds 5 --max-epochs 30
+    python3 benchmarks/bench_beyond_paper.py --task targets --seeds 5 --budget 800
     python3 benchmarks/bench_beyond_paper.py --task plateau --seeds 0,1,2 --budget 20000
 
 Both print a markdown table (and ``--out-md`` writes it). ``--dataset fashion_mnist --model mlp_paper``
@@ -75,7 +75,8 @@ def targets(args: argparse.Namespace) -> str:
             + " | backprops to 99% train acc | final train loss | HVPs / backprops | s / run |",
             "|---" * (len(loss_targets) + 5) + "|"]
     for method in args.methods.split(","):
-        runs = [_run(method, s, args, max_epochs=args.max_epochs) for s in range(args.seeds)]
+        limit = {"max_backprops": args.budget} if args.budget else {"max_epochs": args.max_epochs}
+        runs = [_run(method, s, args, **limit) for s in range(args.seeds)]
         cols = [_interval([_first(r["evals"], lambda e, t=t: e["train_loss"] <= t) for r in runs])
                 for t in loss_targets]
         cols.append(_interval([_first(r["evals"], lambda e: e["train_acc"] >= 0.99) for r in runs]))
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=None)
     p.add_argument("--max-epochs", type=float, default=30.0)
     p.add_argument("--loss-targets", default="0.1,0.03")
-    p.add_argument("--budget", type=int, default=20000, help="plateau: backprops per run")
+    p.add_argument("--budget", type=int, default=None,
+                   help="backprops per run (plateau: default 20000; targets: instead of --max-epochs)")
     p.add_argument("--plateau", type=float, default=0.40)
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args.seeds = args.seeds or "0,1,2"
         args.model = args.model or "autoencoder_small"
+        args.budget = args.budget or 20000
         table = plateau(args)
     if args.out_md:
         Path(args.out_md).write_text(table + "\n", encoding="utf-8")
