@@ -145,15 +145,16 @@ _QUICK_BUDGET = {"mlp": 3_000, "autoencoder": 1_500, "resnet18": 200}
 _DIGITS_BUDGET = {"mlp": 3_000, "autoencoder": 6_000}
 # Quick protocol: the first N training / test examples (None: all of them).
 _QUICK_DATA = {"mlp": (None, None), "autoencoder": (10_000, 2_000), "resnet18": (2_000, 500)}
-# Training-loss targets reported besides 99% training accuracy. Autoencoders: the loss of the
-# mean-image plateau is about 0.424 on digits; the targets lie below it.
+# Training-loss targets reported besides 99% training accuracy. Autoencoders: the pixelwise BCE of
+# the mean training image (the plateau) is 0.423 on digits, 0.491 on Fashion-MNIST and 0.263 on
+# MNIST; the first target means "left the plateau", the second "clearly below it".
 _LOSS_TARGETS = {
     ("digits", "mlp"): (0.1, 0.03),
     ("digits", "autoencoder"): (0.40, 0.35),
     ("fashion_mnist", "mlp"): (0.5, 0.4),
     ("mnist", "mlp"): (0.3, 0.1),
-    ("fashion_mnist", "autoencoder"): (0.33, 0.30),
-    ("mnist", "autoencoder"): (0.20, 0.15),
+    ("fashion_mnist", "autoencoder"): (0.45, 0.40),
+    ("mnist", "autoencoder"): (0.25, 0.20),
     ("cifar10", "mlp"): (1.8, 1.5),
     ("cifar10", "autoencoder"): (0.62, 0.60),
     ("cifar10", "resnet18"): (1.5, 1.0),
