@@ -101,7 +101,14 @@ def read_checkpoint(path: str | os.PathLike, map_location: torch.device | str = 
     Checkpoints written before digests existed (no ``"sha256"`` entry) load unverified.
     """
     path = Path(path)
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        if not path.is_symlink():
+            raise
+        reason = one_line(exc.strerror or str(exc))
+        raise CheckpointError(path, f"a link that leads to no file ({reason})") from None
+    if size == 0:
         raise CheckpointError(path, "the file is empty (the process writing it was stopped?)")
     with open(path, "rb") as handle:
         if handle.read(4) != b"PK\x03\x04":
@@ -138,7 +145,7 @@ def load_checkpoint(
     problems: list[CheckpointError] = []
     for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE):
         path = folder / name
-        if not path.exists():
+        if not os.path.lexists(path):
             continue
         try:
             state = read_checkpoint(path, map_location)

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from etr_core.cli_resume import given_flags as _given_flags
-from etr_core.data import DATASET_NAMES, FILE_DATASETS
+from etr_core.data import DATASET_NAMES, FILE_DATASETS, MAX_SEED
 from etr_core.errors import one_line, user_message
 from etr_core.models import MODEL_DESCRIPTIONS, MODEL_NAMES
-from etr_core.training import METHODS
+from etr_core.training import MAX_THREADS, METHODS
 
 _TRAIN_EPILOG = """
 examples:
@@ -105,6 +105,23 @@ def _nonneg_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"expected a thread count from 1 to {MAX_THREADS} (this machine has {os.cpu_count()} CPUs), "
+            f"got {text!r}"
+        )
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _nonneg_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**32 - 1 = {MAX_SEED}, got {text!r}")
     return value
 
 
@@ -194,7 +211,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     b.add_argument(
-        "--threads", type=_positive_int, default=None,
+        "--threads", type=_thread_count, default=None,
         help="torch CPU threads (default: auto, torch's count capped by the cores the load leaves free)",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -369,8 +386,8 @@ def _seed_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
             seeds = [int(s) for s in args.seed_list.split(",") if s.strip()]
         except ValueError:
             parser.error(f"--seed-list expects comma-separated integers, got {args.seed_list!r}")
-        if not seeds or min(seeds) < 0:
-            parser.error(f"--seed-list expects integers >= 0, got {args.seed_list!r}")
+        if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
+            parser.error(f"--seed-list expects integers from 0 to {MAX_SEED}, got {args.seed_list!r}")
         return seeds
     return list(range(args.seeds))
 
@@ -657,7 +674,7 @@ def _add_reproduce_parser(sub) -> None:
     )
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     r.add_argument(
-        "--threads", type=_positive_int, default=None,
+        "--threads", type=_thread_count, default=None,
         help="torch CPU threads (default: auto, torch's count capped by the cores the load leaves free)",
     )
     r.add_argument("--out", default="reproduce", help="results folder (default ./reproduce)")
@@ -745,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method", default="TR_rms", choices=tuple(METHODS), help="training method (default TR_rms)"
     )
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the data split, init and batches")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the data split, init and batches")
     p.add_argument(
         "--batch-size",
         type=_positive_int,

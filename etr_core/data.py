@@ -41,6 +41,8 @@ from etr_core.data_files import (
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "blobs", "moons", "spirals", "mnist", "fashion_mnist", "cifar10")
 FILE_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
+# Seeds go to scikit-learn (the digits split, the generated sets), which takes [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
 IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10")
 
 _IDX_FILES = IDX_FILES
@@ -282,7 +284,7 @@ def load_dataset(
     :mod:`etr_core.data_files`).
     """
     check_choice("dataset", name, DATASET_NAMES)
-    check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     check_open_interval("test_fraction", test_fraction, 0.0, 1.0)
     check_int("n_samples", n_samples, minimum=20)
     if max_train is not None:

@@ -142,7 +142,8 @@ def run_state(run_dir: str | os.PathLike) -> str:
     path = Path(run_dir)
     if (path / SUMMARY_FILE).exists():
         return "finished"
-    if (path / CHECKPOINT_FILE).exists() or (path / PREVIOUS_CHECKPOINT_FILE).exists():
+    # lexists: a checkpoint that is a broken link or a link loop is a damaged checkpoint, not none
+    if os.path.lexists(path / CHECKPOINT_FILE) or os.path.lexists(path / PREVIOUS_CHECKPOINT_FILE):
         return "resumable"
     if (path / CONFIG_FILE).exists():
         return "unstarted"
@@ -241,7 +242,8 @@ class RunWriter:
         if found is None:
             return None
         state, path = found
-        if path.name == PREVIOUS_CHECKPOINT_FILE and self._lock.held and self.checkpoint_path.exists():
+        newer = self.checkpoint_path
+        if path.name == PREVIOUS_CHECKPOINT_FILE and self._lock.held and os.path.lexists(newer):
             os.replace(self.checkpoint_path, self.run_dir / DAMAGED_CHECKPOINT_FILE)
         return state
 

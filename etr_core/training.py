@@ -46,7 +46,7 @@ from torch import nn
 
 from etr_core import devices
 from etr_core._validation import check_choice, check_int, check_positive
-from etr_core.data import DATASET_NAMES, IMAGE_DATASETS, BatchSampler, Dataset, load_dataset
+from etr_core.data import DATASET_NAMES, IMAGE_DATASETS, MAX_SEED, BatchSampler, Dataset, load_dataset
 from etr_core.models import (
     MODEL_NAMES,
     build_model,
@@ -215,7 +215,7 @@ class TrainConfig:
         check_choice("dataset", self.dataset, DATASET_NAMES)
         check_choice("model", self.model, MODEL_NAMES)
         check_choice("method", self.method, METHODS)
-        check_int("seed", self.seed, minimum=0)
+        check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, minimum=1)
         if self.lr is not None:
@@ -249,7 +249,7 @@ class TrainConfig:
         if not isinstance(self.drop_last, bool):
             raise TypeError(f"drop_last must be a bool, got {self.drop_last!r}")
         if self.num_threads is not None:
-            check_int("num_threads", self.num_threads, minimum=1)
+            check_int("num_threads", self.num_threads, minimum=1, maximum=MAX_THREADS)
         if self.data_root is not None and not isinstance(self.data_root, (str, os.PathLike)):
             raise TypeError(f"data_root must be a path or None, got {self.data_root!r}")
         if not isinstance(self.data_options, dict):
@@ -987,6 +987,11 @@ class _Trainer:
         return summary
 
 
+# More threads than this are refused: torch starting 100000 OpenMP threads exhausts the process limit
+# and crashes (SIGSEGV); oversubscribing the cores never speeds a step up.
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
+
 def resolve_num_threads(
     requested: int | None, *, cores: int | None = None, load: float | None = None, current: int | None = None
 ) -> int:
@@ -1001,7 +1006,7 @@ def resolve_num_threads(
     the platform has none).
     """
     if requested is not None:
-        return check_int("num_threads", requested, minimum=1)
+        return check_int("num_threads", requested, minimum=1, maximum=MAX_THREADS)
     if current is None:
         current = torch.get_num_threads()
     if cores is None:

@@ -1,0 +1,119 @@
+"""Hostile-user variants for run folders, the CLI's flags and data files.
+
+Each test is an input a careless user or a broken file system produces (absurd flag values, a
+checkpoint that is a symlink loop or a dangling link, ...) with the outcome the docs promise
+(docs/training.md, "The run folder" and "Errors"): one line, exit 2, nothing lost.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from etr_core.cli import main
+from etr_core.data import load_dataset
+from etr_core.results import read_jsonl, run_state
+from etr_core.training import TrainConfig
+
+QUICK = ["--max-train", "200", "--eval-every", "2", "--device", "cpu", "--no-progress", "--threads", "1"]
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    """Exit status and stderr of ``etr argv``."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def error_line(err: str) -> str:
+    """The single error line of ``err`` (warnings aside); fails on tracebacks or multi-line errors."""
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1, err
+    assert ": error: " in lines[0]
+    return lines[0]
+
+
+# -- flags with absurd values ---------------------------------------------------------------------
+
+
+def test_thread_count_beyond_the_machine_is_refused_before_any_work(tmp_path, capsys):
+    """``--threads 100000`` used to start 100000 OpenMP threads: the process died with SIGSEGV
+    (exit 139) after writing config.json, and exhausted the machine's process limit meanwhile."""
+    out = tmp_path / "run"
+    code, err = run_cli(["train", "--threads", "100000", "--max-steps", "2", "--out", str(out)], capsys)
+    line = error_line(err)
+    assert code == 2
+    assert "--threads" in line and "100000" in line
+    assert not out.exists()
+
+
+def test_thread_count_beyond_the_machine_is_refused_by_the_library():
+    with pytest.raises(ValueError, match="num_threads"):
+        TrainConfig(num_threads=100000)
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**40, 99999999999999999999])
+def test_seed_beyond_2_32_is_refused_naming_the_flag(seed, tmp_path, capsys):
+    """A seed scikit-learn cannot take gave its own error ("The 'random_state' parameter of
+    train_test_split must be ...") instead of naming --seed."""
+    out = tmp_path / "run"
+    code, err = run_cli(["train", "--seed", str(seed), "--max-steps", "2", "--out", str(out), *QUICK], capsys)
+    line = error_line(err)
+    assert code == 2
+    assert "--seed" in line and "random_state" not in line
+    assert not out.exists()
+
+
+def test_seed_beyond_2_32_is_refused_by_the_library():
+    with pytest.raises(ValueError, match="seed"):
+        TrainConfig(seed=2**40)
+    with pytest.raises(ValueError, match="seed") as info:
+        load_dataset("digits", seed=2**40)
+    assert "random_state" not in str(info.value)
+    assert load_dataset("digits", seed=2**32 - 1).n_train > 0  # the largest seed still works
+
+
+# -- checkpoints that are links ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def sgd_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--method", "SGD", "--max-steps", "4", "--checkpoint-every", "2", "--out", str(out)]
+    assert main([*argv, *QUICK]) == 0
+    capsys.readouterr()
+    (out / "summary.json").unlink()  # as if killed after its last checkpoint
+    return out
+
+
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_broken_checkpoint_link_without_previous_is_refused_not_restarted(sgd_run, link, capsys):
+    """A checkpoint.pt that is a symlink loop or a dangling link counted as absent: the folder was
+    "unstarted", a resume started it again from step 0 and deleted its logs."""
+    ckpt = sgd_run / "checkpoint.pt"
+    ckpt.unlink()
+    (sgd_run / "checkpoint.prev.pt").unlink()
+    os.symlink("checkpoint.pt" if link == "loop" else "elsewhere.pt", ckpt)
+    rows = read_jsonl(sgd_run / "metrics.jsonl")
+    assert run_state(sgd_run) == "resumable"
+    code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "6", *QUICK[-2:]], capsys)
+    line = error_line(err)
+    assert code == 2
+    assert "checkpoint.pt" in line
+    assert read_jsonl(sgd_run / "metrics.jsonl") == rows  # nothing lost
+
+
+def test_checkpoint_link_loop_falls_back_to_the_previous_one_with_a_warning(sgd_run, capsys):
+    """With checkpoint.prev.pt present, a looping checkpoint.pt was skipped without a word."""
+    ckpt = sgd_run / "checkpoint.pt"
+    ckpt.unlink()
+    os.symlink("checkpoint.pt", ckpt)
+    code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "6", *QUICK[-2:]], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert any("checkpoint.pt" in w and "checkpoint.prev.pt" in w for w in warnings), err
+    assert [row["step"] for row in read_jsonl(sgd_run / "metrics.jsonl")] == list(range(1, 7))
