@@ -50,4 +50,7 @@ for entry in PAGES:
         st.caption(f"Reproduces: {entry.figure}")
 
 st.info("Every page keeps its settings in the address bar: copy the URL to share exactly what you see. "
-        "The seed in the sidebar drives every random choice.")
+        "The seed in the sidebar drives every random choice. On the 2-D pages a click on the landscape "
+        "moves the start point; on the implicit trust-region and second-order pages **Step** shows one "
+        "iteration with its trust region. For a projector, "
+        "switch on *Presentation mode* in the sidebar: larger text and charts, controls folded away.")
