@@ -41,8 +41,8 @@ from etr_core.hessian_jobs import BudgetExceeded, JobRegistry, ResultCache
 
 __all__ = [
     "CPU_CAP", "FIRST_ANSWER_CAP", "MEMORY_CAP", "PAGE_MAX_EXAMPLES", "PAGE_MAX_PARAMS", "PageSettings",
-    "SnapshotUnit", "TrainUnit", "background_units", "estimate", "first_units", "fit_to_budget",
-    "page_dataset", "registry", "slots",
+    "PageSnapshot", "SnapshotUnit", "TrainUnit", "background_units", "estimate", "first_units",
+    "fit_to_budget", "monte_carlo_samples", "page_dataset", "registry", "slots",
 ]
 
 PAGE_MAX_PARAMS = 4_000        # exact Hessians on the page; `etr hessian` goes to 12,000
@@ -52,6 +52,7 @@ FIRST_ANSWER_CAP = 10.0        # of which the first answer may use at most this
 MEMORY_CAP = 2 * 2**30         # bytes one Hessian may hold (matrix + workspace)
 LR, TRAIN_BATCH, LANCZOS_ITER, HEATMAP_CELLS = 0.01, 64, 30, 200
 PHASE_FRACTIONS = {"init": 0.0, "middle": 0.5, "end": 1.0}
+MC_SECONDS_PER_DRAW = 5e-8     # one |N(0, 1)| draw and its sum, one thread, with margin
 
 
 @functools.lru_cache(maxsize=8)
@@ -136,6 +137,25 @@ class SnapshotUnit:
         return f"seed {self.seed}: Hessian at step {self.step}"
 
 
+@dataclass(frozen=True)
+class PageSnapshot:
+    """A snapshot unit's result: the Hessian's statistics and, for the heat-map snapshot, the Monte
+    Carlo Wigner baselines (RMS-matched and equal scales) the page prints beside Proposition 1."""
+
+    snapshot: Any
+    wigner_rms: Any = None
+    wigner_equal: Any = None
+
+
+def monte_carlo_samples(d: int) -> int:
+    """Wigner matrices for the page's Monte Carlo: about 1e6 draws, at least 2 matrices, at most 2000.
+
+    At large ``d`` one matrix already pins ``E[delta_W]`` to about 1e-3 relative, far below the
+    digits shown.
+    """
+    return int(min(2000, max(2, 1_000_000 // (d * (d + 1) // 2))))
+
+
 def first_units(s: PageSettings) -> list[Any]:
     """Units of the first answer: the shown phase of the first seed, with its heat map."""
     step = s.phase_step(s.phase)
@@ -161,6 +181,8 @@ def estimate(s: PageSettings) -> tuple[float, float, int]:
     first = training_seconds(s.sizes, s.phase_step(s.phase), TRAIN_BATCH) + hess.seconds
     phases = len({s.phase_step(p) for p in PHASE_FRACTIONS})
     per_seed = training_seconds(s.sizes, s.steps, TRAIN_BATCH) + phases * hess.seconds
+    draws = 2 * monte_carlo_samples(s.d) * s.d * (s.d + 1) // 2   # two Monte Carlo baselines
+    first += draws * MC_SECONDS_PER_DRAW
     return first, first + s.seeds * per_seed, hess.peak_bytes
 
 
@@ -246,7 +268,19 @@ def _snapshot_in_worker(net: tuple, seed: int, step: int, batch: int, cells: int
     snap = snapshot_at(net[2], params, hx, hy, activation=net[3], step=step, lanczos_iter=LANCZOS_ITER,
                        heatmap_cells=cells, seed=seed, max_params=PAGE_MAX_PARAMS,
                        chunk_size=mlp_hessian_cost(net[2], int(hx.shape[0])).chunk_size, progress=deadline)
-    return snap, time.process_time() - t0
+    result = PageSnapshot(snap)
+    cmp = snap.comparison
+    if cells is not None and np.isfinite(cmp.delta_h):
+        from etr_core.curvature import wigner_mass_monte_carlo
+
+        samples = monte_carlo_samples(cmp.d)
+        deadline(0, cmp.d)
+        result = PageSnapshot(
+            snap,
+            wigner_mass_monte_carlo(cmp.d, cmp.sigma_off_rms, cmp.sigma_diag_rms, samples=samples, seed=seed),
+            wigner_mass_monte_carlo(cmp.d, 1.0, 1.0, samples=samples, seed=seed),
+        )
+    return result, time.process_time() - t0
 
 
 _POOL: ProcessPoolExecutor | None = None

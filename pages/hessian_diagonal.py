@@ -20,7 +20,6 @@ from etr_core.curvature import (
     paper_printed_wigner_mass,
     wigner_mass_closed_form,
     wigner_mass_exact,
-    wigner_mass_monte_carlo,
 )
 from etr_core.data import available_datasets, default_root
 from etr_core.hessian_analysis import PHASES, layout, parameter_count
@@ -86,14 +85,6 @@ PRESETS = {
 def _datasets(root: str) -> list[str]:
     present = set(available_datasets(root))
     return [name for name in DATASETS if name in present]
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _wigner_mc(d: int, sigma_off: float, sigma_diag: float, seed: int):
-    # about 1e6 Gaussian draws (at least 2 matrices): at large d one matrix already pins E[delta_W]
-    # to about 1e-3 relative, far below the digits shown
-    samples = int(min(2000, max(2, 1_000_000 // (d * (d + 1) // 2))))
-    return wigner_mass_monte_carlo(d, sigma_off, sigma_diag, samples=samples, seed=seed)
 
 
 def _fmt(v: float, digits: int = 4) -> str:
@@ -203,10 +194,11 @@ jobs = registry()
 units = first_units(settings)
 first = jobs.submit(owner, "first", tuple(u.key for u in units), units, priority=0, cpu_cap=FIRST_ANSWER_CAP)
 status = _wait(first, f"Training {layout_text} (d = {d:,}) and computing its Hessian")
-snap = jobs.cache.get(units[-1].key)
-if status.state != "done" or snap is None:
+shown = jobs.cache.get(units[-1].key)
+if status.state != "done" or shown is None:
     st.warning(f"The Hessian could not be computed ({status.state}): {status.message}")
     st.stop()
+snap = shown.snapshot
 net = layout(sizes, activation)
 cmp = snap.comparison
 if not math.isfinite(cmp.delta_h):
@@ -276,7 +268,7 @@ def _draw_background() -> None:
     complete = []
     for k in range(settings.seeds):
         seed_units = [u for u in background if u.key[0] == "snapshot" and u.seed == seed + k]
-        snaps = [jobs.cache.get(u.key) for u in seed_units]
+        snaps = [getattr(jobs.cache.get(u.key), "snapshot", None) for u in seed_units]
         if all(s is not None for s in snaps):
             complete.append((seed + k, {u.step: s for u, s in zip(seed_units, snaps)}))
     if not complete:
@@ -324,8 +316,7 @@ if bg_job is not None:
 
 st.subheader("Proposition 1: the Wigner baseline, corrected")
 so, sd = cmp.sigma_off_rms, cmp.sigma_diag_rms
-mc = _wigner_mc(d, so, sd, seed)
-mc_equal = _wigner_mc(d, 1.0, 1.0, seed)
+mc, mc_equal = shown.wigner_rms, shown.wigner_equal  # computed in the worker with the Hessian
 st.latex(
     r"\mathbb{E}[\delta_W] \approx \frac{1}{1 + (d-1)\,\sigma_{\rm off}/\sigma_{\rm diag}}"
     rf" = \frac{{1}}{{1 + {f'{d - 1:,}'.replace(',', '{,}')} \times {so:.3g} / {sd:.3g}}}"

@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from etr_core.curvature import wigner_mass_closed_form
 from etr_core.hessian_analysis import hessian_batch, parameter_count, snapshot_at, train_checkpoints
 from etr_core.hessian_jobs import BudgetExceeded, ResultCache
 from etr_core.hessian_plan import (
@@ -21,6 +22,7 @@ from etr_core.hessian_plan import (
     estimate,
     first_units,
     fit_to_budget,
+    monte_carlo_samples,
     page_dataset,
 )
 
@@ -97,10 +99,17 @@ def test_worker_functions_match_the_library_and_stop_at_their_budget():
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     (direct,) = train_checkpoints(s.sizes, x, y, [10], seed=0, dtype=torch.float32)
     assert torch.equal(direct.params, checkpoint.params)
-    snap, _ = _snapshot_in_worker(net, 0, 10, 64, None, checkpoint.params, 30.0)
+    result, _ = _snapshot_in_worker(net, 0, 10, 64, 50, checkpoint.params, 30.0)
     hx, hy = hessian_batch(x, y, 64, 0)
     expected = snapshot_at(s.sizes, direct.params, hx, hy, step=10, lanczos_iter=30, seed=0)
-    assert snap.comparison.delta_h == pytest.approx(expected.comparison.delta_h, rel=1e-6)
+    cmp = result.snapshot.comparison
+    assert cmp.delta_h == pytest.approx(expected.comparison.delta_h, rel=1e-6)
+    assert result.snapshot.heatmap.shape == (50, 50)
+    # the Monte Carlo baselines agree with the corrected closed form of Proposition 1
+    assert result.wigner_equal.mean == pytest.approx(1 / cmp.d, abs=4 * result.wigner_equal.std_error + 1e-4)
+    rms = wigner_mass_closed_form(cmp.d, cmp.sigma_off_rms, cmp.sigma_diag_rms)
+    assert result.wigner_rms.mean == pytest.approx(rms, abs=4 * result.wigner_rms.std_error + 1e-3 * rms)
+    assert result.wigner_rms.samples == monte_carlo_samples(cmp.d)
     with pytest.raises(BudgetExceeded, match="Hessian rows"):
         _snapshot_in_worker(net, 0, 10, 64, None, checkpoint.params, -1.0)
     with pytest.raises(BudgetExceeded, match="training"):
