@@ -67,6 +67,7 @@ def steihaug_toint_pcg(
     root: str = "positive",
     record: bool = False,
     host_sync: bool | None = None,
+    two_pass: bool = False,
 ) -> SubproblemResult:
     """Approximately solve Eq. 8, ``min g^T s + 1/2 s^T B s`` s.t. ``||s||_M <= radius``.
 
@@ -94,7 +95,8 @@ def steihaug_toint_pcg(
     the device elsewhere; ``False`` forces the device-side loop of
     :mod:`etr_core.subproblem.steihaug_device` (one host read per four iterations; same step to
     rounding; ``stop_rule="residual"``, ``root="positive"`` and ``record=False`` only, else the host
-    path runs), ``True`` the host path.
+    path runs), ``True`` the host path. ``two_pass`` is accepted for the common signature with
+    :func:`etr_core.subproblem.gltr.gltr` and has no effect (CG keeps no basis).
     """
     g = flat_vector("g", g)
     hvp = check_hvp(hvp)
