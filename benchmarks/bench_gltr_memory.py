@@ -3,7 +3,8 @@
 Each solver runs in a fresh process on an ill-conditioned diagonal problem (eigenvalues 1e-2..4)
 of dimension ``--dim`` (float32) with a radius of half the Newton step's M-norm, the tolerance
 tiny: CG stops at the boundary after a few iterations, GLTR goes on along it for ``--iters``
-iterations in its Lanczos phase, where the one-pass variant keeps every Lanczos vector and the two-pass variant none.
+iterations in its Lanczos phase, where the one-pass variant keeps every Lanczos vector and the
+two-pass variant none.
 Peak = the process's maximum resident set size after the solve minus before it (``ru_maxrss``), in
 MB; one vector of the problem is ``4 * dim`` bytes.
 
