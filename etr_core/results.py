@@ -318,7 +318,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
                 continue
             try:
                 row = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
                 row = None
             if isinstance(row, dict):
                 rows.append(row)
@@ -370,6 +370,8 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
             value = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a run file (JSON nested too deeply to read)") from None
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value

@@ -13,7 +13,8 @@ import pytest
 
 from etr_core.cli import main
 from etr_core.data import load_dataset
-from etr_core.results import read_jsonl, run_state
+from etr_core.errors import user_message
+from etr_core.results import ResultsWarning, read_json_object, read_jsonl, run_state
 from etr_core.training import TrainConfig
 
 QUICK = ["--max-train", "200", "--eval-every", "2", "--device", "cpu", "--no-progress", "--threads", "1"]
@@ -117,3 +118,30 @@ def test_checkpoint_link_loop_falls_back_to_the_previous_one_with_a_warning(sgd_
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert any("checkpoint.pt" in w and "checkpoint.prev.pt" in w for w in warnings), err
     assert [row["step"] for row in read_jsonl(sgd_run / "metrics.jsonl")] == list(range(1, 7))
+
+
+# -- JSON files that are valid text but hostile --------------------------------------------------------
+
+
+def test_deeply_nested_metrics_line_is_skipped_and_reported(tmp_path):
+    """``[[[[...]]]]`` 100,000 deep made json raise RecursionError: a traceback from every reader."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n' + "[" * 100_000 + "]" * 100_000 + '\n{"step": 2}\n')
+    with pytest.warns(ResultsWarning, match=r"line 2"):
+        rows = read_jsonl(path)
+    assert rows == [{"step": 1}, {"step": 2}]
+
+
+def test_deeply_nested_config_is_a_value_error_naming_the_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"config\.json") as info:
+        read_json_object(path)
+    assert user_message(info.value) is not None
+
+
+def test_resume_of_a_folder_with_a_deeply_nested_config_is_one_line(sgd_run, capsys):
+    (sgd_run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "6", *QUICK[-2:]], capsys)
+    line = error_line(err)
+    assert code == 2 and "config.json" in line
