@@ -220,8 +220,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--preset",
         default="paper",
         choices=("paper", "fast", "authors"),
-        help="paper: Table 1 defaults (default); fast: Table 1 with the automatic initial radius and "
-        "Hessian products on 1/4 of the batch; authors: their files incl. warm-up and pivot",
+        help="paper: Table 1 defaults (default); fast: Table 1 with the automatic initial radius; "
+        "authors: their files incl. warm-up and pivot",
     )
     t.add_argument(
         "--tr-option",
@@ -908,6 +908,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return func(a)
 
     args.given_flags = _given_flags(command_parser, args, argv) if command_parser is not parser else set()
+    for flag in ("out", "resume", "data_root"):
+        if getattr(args, flag, None) == "":  # an unset shell variable: never the current or default folder
+            command_parser.error(f"--{flag.replace('_', '-')} is empty; give a folder path")
     with warnings.catch_warnings():
         if not debug:
             warnings.showwarning = _show_warning

@@ -145,3 +145,15 @@ def test_resume_of_a_folder_with_a_deeply_nested_config_is_one_line(sgd_run, cap
     code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "6", *QUICK[-2:]], capsys)
     line = error_line(err)
     assert code == 2 and "config.json" in line
+
+
+@pytest.mark.parametrize("command", ["train", "plot", "compare"])
+def test_empty_out_is_refused_not_replaced_by_the_default_folder(command, tmp_path, capsys, monkeypatch):
+    """``--out "$UNSET"`` trained into runs/digits-mlp_small-... of the current folder, silently."""
+    monkeypatch.chdir(tmp_path)
+    argv = {"train": ["train", "--max-steps", "2", *QUICK], "plot": ["plot", str(tmp_path)],
+            "compare": ["compare", "--methods", "SGD", "--seeds", "1", "--max-steps", "2", *QUICK]}[command]
+    code, err = run_cli([*argv, "--out", ""], capsys)
+    line = error_line(err)
+    assert code == 2 and "--out" in line
+    assert list(tmp_path.iterdir()) == []
