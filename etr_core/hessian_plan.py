@@ -212,8 +212,11 @@ def fit_to_budget(s: PageSettings, batches: list[int], steps: list[int]) -> tupl
         if _fits(fitted):
             break
         fitted = replace(fitted, steps=n)
-    changes = [f"{name} {getattr(s, name)} -> {getattr(fitted, name)}" for name in ("seeds", "batch", "steps")
-               if getattr(s, name) != getattr(fitted, name)]
+    def shown(name: str, value: int) -> str:
+        return "all" if name == "batch" and value >= s.n_examples else str(value)
+
+    changes = [f"{name} {shown(name, getattr(s, name))} -> {shown(name, getattr(fitted, name))}"
+               for name in ("seeds", "batch", "steps") if getattr(s, name) != getattr(fitted, name)]
     return fitted, (f"This setting would take about {total:,.0f} s of CPU, above the page's cap of "
                     f"{CPU_CAP:.0f} s per setting; reduced: {', '.join(changes)}.")
 
