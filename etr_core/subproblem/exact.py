@@ -49,7 +49,8 @@ def solve_exact(
 ) -> SubproblemResult:
     """Globally minimise ``g^T s + 1/2 s^T H s`` s.t. ``||s||_M <= radius`` for a dense symmetric ``H``.
 
-    More-Sorensen via one symmetric eigendecomposition (O(d^3); meant for d up to a few hundred).
+    More-Sorensen via one symmetric eigendecomposition (O(d^3); meant for d up to a few hundred); a
+    positive-definite ``H`` whose Newton step fits is settled by one Cholesky factorisation instead.
     ``m=None`` is the sphere. ``tol`` is the relative accuracy of ``||s||_M`` against the radius on
     boundary solutions. Returns the step with ``multiplier`` = ``lambda`` of ``(H + lambda M) s = -g``;
     exits: ``"converged"`` (interior Newton step, ``lambda = 0``), ``"boundary"``, ``"hard_case"``,
