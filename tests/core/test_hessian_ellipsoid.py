@@ -267,3 +267,22 @@ def test_arc_with_the_block_hessian_ellipsoid_counts_its_probes():
     assert torch.unique(m[: first.numel()]).numel() == 1  # one value per layer
     with pytest.raises(ValueError, match="hessian_block"):
         EllipsoidalARC(model.parameters(), ellipsoid="hessian", hessian_block="row")
+
+
+def test_an_ellipsoid_object_and_a_state_saved_before_the_hessian_options():
+    from etr_core.optim import EllipsoidalTR
+
+    x, closure = _quadratic([1.0, 2.0], [1.0, -1.0])
+    opt = EllipsoidalTR([x], ellipsoid=HessianDiagonalEllipsoid(probes=2, block="layer", beta=0.5))
+    group = opt.param_groups[0]
+    assert (group["ellipsoid"], group["hessian_probes"], group["hessian_block"], group["beta"]) == (
+        "hessian", 2, "layer", 0.5)
+    rms = EllipsoidalTR([x], ellipsoid="rms")
+    rms.step(closure)
+    old = rms.state_dict()
+    for g in old["param_groups"]:  # as saved before the options existed
+        del g["hessian_probes"], g["hessian_block"]
+    fresh = EllipsoidalTR([x], ellipsoid="rms")
+    fresh.load_state_dict(old)
+    assert fresh.config.hessian_probes == 1 and fresh.config.hessian_block == "element"
+    fresh.step(closure)
