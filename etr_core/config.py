@@ -123,6 +123,10 @@ class TRConfig:
     ``ceil(hessian_fraction * batch)`` examples of the gradient batch (a sub-sampled B of Algorithm 1,
     line 3).
 
+    Beyond the paper: ``ellipsoid="hessian"`` (:mod:`etr_core.hessian_diagonal`) draws
+    ``hessian_probes`` Hutchinson probes per step and averages them over ``hessian_block`` ("element",
+    "layer" or "unit"); ``beta`` is its EMA factor, ``eps`` its floor.
+
     Authors' extras (data only, the optimiser ignores them): ``warmup``, ``pivot``, ``l2_alpha``.
     """
 
