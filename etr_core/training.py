@@ -322,8 +322,8 @@ _AUTHORS_MODEL = {
 def resolve_tr_config(config: TrainConfig):
     """The :class:`etr_core.config.TRConfig` of a TR run: preset, then ``tr_options``, then ``batch_size``.
 
-    "paper" is Table 1 (appendix C, B.1). "fast" is Table 1 with the automatic initial radius and
-    Hessian products on a quarter of the batch (:func:`etr_core.config.fast`). "authors" uses the
+    "paper" is Table 1 (appendix C, B.1). "fast" is Table 1 with the automatic initial radius
+    (:func:`etr_core.config.fast`). "authors" uses the
     authors' files for the dataset and model family (digits uses their MNIST values).
     """
     from etr_core.config import ELLIPSOIDS, TRConfig, authors, fast, paper_table1
@@ -341,7 +341,7 @@ def resolve_tr_config(config: TrainConfig):
     else:  # the Hessian-diagonal ellipsoid has no Table 1 row: Table 1's values with that ellipsoid
         base = TRConfig(ellipsoid=kind, label=f"Table 1 values ({kind}, beyond the paper)")
         if config.preset == "fast":
-            base = base.replace(auto_radius=True, hessian_fraction=0.25, label=f"fast ({kind})")
+            base = base.replace(auto_radius=True, label=f"fast ({kind})")
     options = dict(config.tr_options)
     names = {f.name for f in dataclasses.fields(TRConfig)}
     unknown = set(options) - names

@@ -40,7 +40,7 @@ class EllipsoidalTR(_TrustRegionBase):
     losses over the ranks of the initialised process group (see :mod:`etr_core.distributed`).
 
     ``preset`` may also be a name: "paper" (Table 1, the default), "fast" (:func:`etr_core.config.fast`:
-    ``radius="auto"`` and ``hessian_fraction=0.25``) or "authors:<dataset>:<model>".
+    Table 1 with ``radius="auto"``) or "authors:<dataset>:<model>".
     ``radius="auto"`` chooses Delta_0 at the first step as the M-norm length of that step's Cauchy
     point (:mod:`etr_core.initial_radius`; one Hessian-vector product). ``hessian_fraction`` in
     (0, 1] takes the Hessian products on the first part of the batch (:mod:`etr_core.hessian_batch`:

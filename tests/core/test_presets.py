@@ -34,12 +34,12 @@ def test_paper_is_table1_and_the_default(preset):
 
 
 @pytest.mark.parametrize("kind", ["uniform", "adagrad", "rms"])
-def test_fast_is_table1_with_auto_radius_and_a_quarter_hessian_batch(kind):
+def test_fast_is_table1_with_the_automatic_initial_radius(kind):
     group = EllipsoidalTR([_param()], preset="fast", ellipsoid=kind).param_groups[0]
     assert {k: group[k] for k in TABLE1} == TABLE1
     assert group["ellipsoid"] == kind and group["gamma2"] == (1.75 if kind == "rms" else 1.5)
-    assert group["auto_radius"] is True and group["hessian_fraction"] == 0.25
-    assert fast(kind).auto_radius and fast(kind).hessian_fraction == 0.25
+    assert group["auto_radius"] is True and group["hessian_fraction"] == 1.0
+    assert fast(kind).auto_radius and fast(kind).hessian_fraction == 1.0
 
 
 def test_authors_preset_by_name_equals_the_table():
@@ -56,17 +56,18 @@ def test_unknown_preset_names_are_refused_with_the_choices(name):
 
 
 def test_explicit_options_override_the_preset():
-    group = EllipsoidalTR([_param()], preset="fast", radius=0.5, hessian_fraction=1.0).param_groups[0]
-    assert group["radius"] == 0.5 and group["hessian_fraction"] == 1.0 and group["auto_radius"] is True
+    group = EllipsoidalTR([_param()], preset="fast", radius=0.5, hessian_fraction=0.25).param_groups[0]
+    assert group["radius"] == 0.5 and group["hessian_fraction"] == 0.25 and group["auto_radius"] is True
 
 
 def test_fast_works_with_a_plain_closure():
-    """A closure without batch_fraction: the whole batch for the Hessian (warned once), and the
-    first step starts at the closed-form Cauchy radius (uniform: (g^T g)^{3/2} / g^T A g)."""
+    """A plain closure: the first step starts at the closed-form Cauchy radius (uniform:
+    (g^T g)^{3/2} / g^T A g); with hessian_fraction added and no batch_fraction argument the whole
+    batch serves the Hessian products (warned once)."""
     A = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
     b = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
     w = _param()
-    opt = EllipsoidalTR([w], preset="fast", ellipsoid="uniform")
+    opt = EllipsoidalTR([w], preset="fast", ellipsoid="uniform", hessian_fraction=0.5)
     with pytest.warns(UserWarning, match="batch_fraction"):
         for _ in range(5):
             opt.step(lambda: 0.5 * w @ A @ w - b @ w)
@@ -82,8 +83,8 @@ def test_trainer_resolves_fast_and_hands_the_sub_batch_to_the_optimiser():
     config = TrainConfig(method="TR_rms", preset="fast", dataset="digits", model="mlp_small", max_steps=3,
                          device="cpu", eval_every=3, data_options={"max_train": 256})
     tr = resolve_tr_config(config)
-    assert tr.auto_radius and tr.hessian_fraction == 0.25 and tr.batch_size == 512
-    result = train(config.replace(batch_size=128))
+    assert tr.auto_radius and tr.hessian_fraction == 1.0 and tr.batch_size == 512
+    result = train(config.replace(batch_size=128, tr_options={"hessian_fraction": 0.25}))
     assert result.stop_reason == "max_steps"
     # per step two backward passes: the gradient of the batch at w and the Hessian sub-batch's graph
     assert result.summary["backward"] == 6
