@@ -38,6 +38,7 @@ def test_bad_inputs_name_the_parameter():
         training_seconds((4, 3), -1, 64)
 
 
+@pytest.mark.slow
 def test_the_estimated_peak_bounds_the_measured_growth():
     # a fresh Hessian on 1,000 examples: the resident-set growth stays below the model's peak
     torch.manual_seed(0)
