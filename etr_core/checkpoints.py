@@ -14,6 +14,7 @@ naming the file and the problem.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import struct
@@ -162,3 +163,40 @@ def load_checkpoint(
     if problems:
         raise problems[0]
     return None
+
+
+_RUN_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "config": (dict,),
+    "counters": (dict,),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "sampler": (dict,),
+    "torch_rng": (torch.Tensor,),
+}
+
+
+def check_run_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` naming ``path`` unless ``state`` has the layout of an etr run's
+    checkpoint (``etr_core.training``): a step and counters that are integers >= 0, finite seconds,
+    a tensor per model entry, an optimiser state in torch's layout, a uint8 RNG state.
+
+    The checksum proves a file is what was written, not that it belongs here: a checkpoint copied from
+    another run, or edited and re-checksummed, must fail with this one line, not deep in torch.
+    """
+    for key, types in _RUN_STATE_TYPES.items():
+        if not isinstance(state.get(key), types):
+            raise CheckpointError(path, f"not a checkpoint of an etr run: {key!r} is missing or malformed")
+    for name, value in (("step", state.get("step")), *state["counters"].items()):
+        if type(value) is not int or not 0 <= value < 2**62:
+            raise CheckpointError(path, f"not a checkpoint of an etr run: {name} is {value!r}")
+    seconds = state.get("seconds")
+    if type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds < 0:
+        raise CheckpointError(path, f"not a checkpoint of an etr run: seconds is {seconds!r}")
+    if not isinstance(state.get("pivot"), (dict, type(None))):
+        raise CheckpointError(path, "not a checkpoint of an etr run: 'pivot' is malformed")
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise CheckpointError(path, "not a checkpoint of an etr run: 'model' holds non-tensors")
+    if not {"state", "param_groups"} <= set(state["optimizer"]):
+        raise CheckpointError(path, "not a checkpoint of an etr run: 'optimizer' is not in torch's layout")
+    if state["torch_rng"].dtype != torch.uint8 or state["torch_rng"].dim() != 1:
+        raise CheckpointError(path, "not a checkpoint of an etr run: 'torch_rng' is not a byte tensor")

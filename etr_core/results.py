@@ -167,6 +167,7 @@ class RunWriter:
         self._metrics = None
         self._evals = None
         self._lock = RunLock(self.run_dir)
+        self.loaded_checkpoint: Path | None = None  # the file load_checkpoint read
 
     @property
     def checkpoint_path(self) -> Path:
@@ -242,6 +243,7 @@ class RunWriter:
         if found is None:
             return None
         state, path = found
+        self.loaded_checkpoint = path
         newer = self.checkpoint_path
         if path.name == PREVIOUS_CHECKPOINT_FILE and self._lock.held and os.path.lexists(newer):
             os.replace(self.checkpoint_path, self.run_dir / DAMAGED_CHECKPOINT_FILE)

@@ -617,8 +617,11 @@ class _Trainer:
 
     def _resume_from(self, checkpoint: dict[str, Any], writer: Any) -> list[dict[str, Any]]:
         """Load ``checkpoint`` after checking the configuration; the updated list of recorded resumes."""
-        from etr_core import results
+        from etr_core import checkpoints, results
+        from etr_core.errors import CheckpointError, one_line
 
+        path = writer.loaded_checkpoint or self.run_dir / results.CHECKPOINT_FILE
+        checkpoints.check_run_state(checkpoint, path)
         saved = checkpoint["config"]
         now = self.config.to_dict()
         differing = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
@@ -628,7 +631,11 @@ class _Trainer:
                 f"(saved {[saved.get(k) for k in differing]}, now {[now[k] for k in differing]}); only "
                 f"{list(_RESUMABLE_CHANGES)} may change"
             )
-        self._load_state(checkpoint)
+        try:
+            self._load_state(checkpoint)
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            reason = one_line(str(exc))[:300]
+            raise CheckpointError(path, f"does not fit this run ({type(exc).__name__}: {reason})") from None
         writer.truncate_logs(self.step)
         metrics, evals = (self.run_dir / results.METRICS_FILE), (self.run_dir / results.EVALS_FILE)
         self.steps = results.read_jsonl(metrics) if metrics.exists() else []

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
+from etr_core.checkpoints import read_checkpoint, save_checkpoint
 from etr_core.cli import main
 from etr_core.data import load_dataset
 from etr_core.errors import user_message
@@ -157,3 +159,49 @@ def test_empty_out_is_refused_not_replaced_by_the_default_folder(command, tmp_pa
     line = error_line(err)
     assert code == 2 and "--out" in line
     assert list(tmp_path.iterdir()) == []
+
+
+# -- checkpoints with a valid checksum that do not belong to the run ---------------------------------------
+
+
+def _set(key, value):
+    return lambda s: s.__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s["model"].__setitem__(next(iter(s["model"])), torch.zeros(3, 3)),  # another model
+        lambda s: s["model"].pop(next(iter(s["model"]))),
+        lambda s: s["model"].__setitem__("extra.weight", torch.zeros(1)),
+        _set("optimizer", {}),
+        _set("optimizer", [1, 2]),
+        lambda s: s.pop("sampler"),
+        lambda s: s.pop("counters"),
+        _set("torch_rng", torch.zeros(10, dtype=torch.uint8)),
+        _set("pivot", 3),
+        _set("step", -5),
+        _set("step", "8"),
+        _set("seconds", float("nan")),
+    ],
+    ids=[
+        "model_shape", "model_missing", "model_extra", "optimizer_empty", "optimizer_list", "no_sampler",
+        "no_counters", "rng_size", "pivot_int", "step_negative", "step_str", "seconds_nan",
+    ],
+)
+def test_checkpoint_that_does_not_fit_the_run_is_one_line_naming_it(sgd_run, mutate, capsys):
+    """A checkpoint copied from another run (or edited and re-checksummed) passed the checksum and
+    ended in torch's multi-line RuntimeError, a bare KeyError, "'int' object is not subscriptable",
+    or was accepted with a negative step."""
+    state = read_checkpoint(sgd_run / "checkpoint.pt")
+    mutate(state)
+    (sgd_run / "checkpoint.pt").unlink()
+    (sgd_run / "checkpoint.prev.pt").unlink()
+    save_checkpoint(sgd_run, state)
+    (sgd_run / "checkpoint.prev.pt").unlink(missing_ok=True)
+    rows = read_jsonl(sgd_run / "metrics.jsonl")
+    code, err = run_cli(["train", "--resume", str(sgd_run), "--max-steps", "6", *QUICK[-2:]], capsys)
+    line = error_line(err)
+    assert code == 2
+    assert "checkpoint.pt" in line
+    assert read_jsonl(sgd_run / "metrics.jsonl") == rows
