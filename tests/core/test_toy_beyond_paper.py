@@ -61,14 +61,16 @@ def test_random_probes_on_a_rotated_quadratic_are_unbiased_on_average():
 
 
 def _cubic_oracle(g, H, m, sigma):
-    """Global minimiser of g^T s + 1/2 s^T H s + sigma/3 ||s||_M^3 by SciPy from several starts."""
+    """Global minimiser of g^T s + 1/2 s^T H s + sigma/3 ||s||_M^3 by SciPy's BFGS from several starts."""
     def model(s):
         return g @ s + 0.5 * s @ H @ s + sigma / 3 * np.sqrt(s @ (m * s)) ** 3
 
+    def grad(s):
+        return g + H @ s + sigma * np.sqrt(s @ (m * s)) * m * s
+
     best = None
     for start in ([0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0], [1.0, -1.0]):
-        res = scipy_minimize(model, np.array(start), method="Nelder-Mead",
-                             options={"xatol": 1e-12, "fatol": 1e-15, "maxiter": 20000})
+        res = scipy_minimize(model, np.array(start), jac=grad, method="BFGS", options={"gtol": 1e-12})
         if best is None or res.fun < best.fun:
             best = res
     return best
