@@ -3,13 +3,16 @@ tunable quadratics and Rosenbrock, before any neural network."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
+from etr_core.toy.beyond_paper import BEYOND_LABELS, ArcHistory, hessian_diagonal_limit, run_beyond
 from etr_core.toy.functions import ToyFunction, get_function, quadratic_function
 from etr_core.toy.quadratics import make_quadratic
 from etr_core.toy.second_order import compare_runs, iterations_table
 from etr_core.toy.step_detail import tr_step_detail
 from etr_core.viz.landscape import paths_figure, run_history_figure
+from etr_core.viz.palette import method_colour
 from ui.common import (
     preset_buttons,
     readable,
@@ -35,8 +38,10 @@ RADII = [0.001, 0.01, 0.1, 1.0, 10.0]
 ITERATIONS = [50, 100, 200, 500, 1000]
 CG_CAPS = [1, 50]
 CG_LABELS = {1: "1 CG step (truncated, as in a network)", 50: "until Eq. 36 holds (≤ 2 steps in 2-D)"}
-METHODS = ["tr_uniform", "tr_adagrad", "tr_rms"]
-LABELS = {"tr_uniform": "TR_uni", "tr_adagrad": "TR_ada", "tr_rms": "TR_rms"}
+PAPER_METHODS = ["tr_uniform", "tr_adagrad", "tr_rms"]
+BEYOND = ["tr_hess", "arc_rms"]  # the paper's future work (section 6, footnote 4)
+METHODS = PAPER_METHODS + BEYOND
+LABELS = {"tr_uniform": "TR_uni", "tr_adagrad": "TR_ada", "tr_rms": "TR_rms", **BEYOND_LABELS}
 QUAD_VIEW = (-2.5, 2.5, -2.5, 2.5)
 COORD = (-2.5, 2.5)
 GTOL = 1e-6
@@ -104,9 +109,14 @@ def runs_for(
     max_iter: int,
 ):
     fn = build_problem(problem, kappa, theta)
+    paper = [m for m in methods if m not in BEYOND]
     runs = compare_runs(
-        fn, w, methods, max_iter=max_iter, gtol=GTOL, radius=radius, tr_options={"max_krylov": cg_cap}
+        fn, w, paper, max_iter=max_iter, gtol=GTOL, radius=radius, tr_options={"max_krylov": cg_cap}
     )
+    for m in methods:
+        if m in BEYOND:
+            runs[m] = run_beyond(fn, w, m, max_iter=max_iter, gtol=GTOL, radius=radius, max_krylov=cg_cap)
+    runs = {m: runs[m] for m in methods}
     return runs, iterations_table(runs, fn, gtol=GTOL, ftol=FTOL)
 
 
@@ -145,7 +155,8 @@ with controls:
         w0 = url_number("Start w₀", "so_w0", *COORD, 2.0, step=0.1, format="%.3f")
     with c4:
         w1 = url_number("Start w₁", "so_w1", *COORD, 1.0, step=0.1, format="%.3f")
-    methods = url_multiselect("Methods", "so_methods", METHODS, METHODS, format_func=LABELS.get)
+    methods = url_multiselect("Methods", "so_methods", METHODS, PAPER_METHODS, format_func=LABELS.get,
+                              help="TR_hess and ARC_rms go beyond the paper: its section 6 and footnote 4.")
     show_regions = url_toggle("Draw the trust region at each iterate", "so_regions", True)
 
 if not methods:
@@ -176,13 +187,29 @@ with controls:
     st.button("Step ▶ (next iteration)", key="so_step_next", on_click=advance_step, args=(max(last, 0),),
               width="stretch")
 
-detail = None
+detail = arc_t = None
 if step_on and step_method in runs and runs[step_method].nit > 0:
     run = runs[step_method]
-    detail = tr_step_detail(fn, run, min(int(step_t), run.nit - 1))
+    if isinstance(run, ArcHistory):
+        arc_t = min(int(step_t), run.nit - 1)
+    else:
+        detail = tr_step_detail(fn, run, min(int(step_t), run.nit - 1))
 
 with chart_col:
     fig = paths_figure(fn, runs, box=box, show_regions=show_regions, click_box=_click_box(box), step=detail)
+    for trace in fig.data:  # the palette's colours for the methods beyond the paper
+        if trace.legendgroup in BEYOND_LABELS and trace.line is not None:
+            colour = method_colour(LABELS[trace.legendgroup])
+            trace.line.color = colour
+            if trace.marker is not None and trace.mode and "markers" in trace.mode:
+                trace.marker.color = colour
+    if arc_t is not None:
+        arc = runs[step_method]
+        end = arc.iterates[arc_t] + arc.steps[arc_t]
+        fig.add_scatter(x=[arc.iterates[arc_t][0], end[0]], y=[arc.iterates[arc_t][1], end[1]],
+                        mode="lines+markers", name=f"cubic-model step at w_{arc_t}",
+                        line={"color": "black", "width": 3}, marker={"symbol": ["circle", "arrow"],
+                        "size": [4, 15], "angleref": "previous", "color": "black"})
     st.plotly_chart(presentable(fig), key="so_paths_chart", width="stretch", on_select=start_setter(
         "so_paths_chart", "so_w0", "so_w1", *COORD), selection_mode="points")
     drawn = ", ".join(f"{r.label}: {len(range(0, r.nit, max(1, -(-r.nit // 15))))} of {r.nit}"
@@ -202,6 +229,16 @@ with chart_col:
             f"M_t = diag({readable(detail.m[0])}, {readable(detail.m[1])}), "
             f"{len(detail.cg_points) - 1} CG iterate(s) (black diamonds, exit: {detail.exit}), predicted "
             f"decrease {readable(detail.predicted_decrease)}, ρ_t = {readable(detail.rho)}: {verdict}."
+        )
+    elif arc_t is not None:
+        arc = runs[step_method]
+        verdict = "accepted" if arc.accepted[arc_t] else "rejected (w stays put)"
+        st.markdown(
+            f"**{LABELS[step_method]}, iteration {arc_t}:** σ_t = {readable(arc.sigma[arc_t])}, "
+            f"M_t = diag({readable(arc.m[arc_t][0])}, {readable(arc.m[arc_t][1])}); the black arrow is the "
+            f"minimiser of the cubic model for this σ_t ({arc.cg_iterations[arc_t]} Lanczos product(s)), "
+            f"‖s‖_M = {readable(float(np.sqrt(arc.steps[arc_t] @ (arc.m[arc_t] * arc.steps[arc_t]))))}, "
+            f"ρ_t = {readable(arc.rho[arc_t])}: {verdict}; σ becomes {readable(arc.sigma_after[arc_t])}."
         )
     elif step_on:
         st.info(f"{LABELS[step_method]} is not among the runs shown: choose it under Methods.")
@@ -291,3 +328,47 @@ lines.append(
     + "."
 )
 st.markdown(" ".join(lines))
+
+# ---- beyond the paper: the Hessian-diagonal ellipsoid and ARC (generated from the runs shown)
+if any(m in runs for m in BEYOND):
+    arcs = {m: r for m, r in runs.items() if isinstance(r, ArcHistory) and r.nit > 0}
+    if arcs:
+        st.line_chart({r.label: r.sigma for r in arcs.values()}, x_label="iteration t",
+                      y_label="σ_t (ARC's cubic weight)")
+    beyond = ["**Beyond the paper.**"]
+    hess = runs.get("tr_hess")
+    if hess is not None and hess.nit > 0:
+        beyond.append(
+            "TR_hess draws its region from the Hessian's diagonal (the ellipsoid section 6 names as future "
+            "work): each iteration estimates diag(H) with the probes (1, 1) and (1, −1), whose Hutchinson "
+            "mean is exactly diag(H) in 2-D (2 Hessian-vector products, counted), and smooths its square "
+            "like RMSProp (β = 0.8)."
+        )
+        if is_quadratic:
+            Q = make_quadratic(float(kappa), float(theta)).Q
+            limit = hessian_diagonal_limit(Q, hess.nit)
+            beyond.append(
+                f"On this quadratic H = Q everywhere, so m_t = √((1 − 0.8ᵗ) diag(Q)² + ε) → |diag(Q)| = "
+                f"({readable(abs(Q[0, 0]))}, {readable(abs(Q[1, 1]))}): after {hess.nit} iterations the "
+                f"run's m is ({readable(hess.m[-1][0])}, {readable(hess.m[-1][1])}) (closed form "
+                f"({readable(limit[0])}, {readable(limit[1])})). Its dotted regions are the ellipses "
+                "sᵀ diag(Q) s ≤ const with axis ratio √(q₁₁/q₀₀): the exact diagonal (Jacobi) "
+                "preconditioner. "
+                + ("With θ = 0 that diagonal holds Q's eigenvalues, so the region has the model's own shape."
+                   if int(theta) == 0 else
+                   f"At θ = {int(theta)}° Q's eigenvalues are (1, {kappa:g}) but its diagonal is not: a "
+                   "diagonal M cannot follow the tilt, however exact.")
+            )
+        else:
+            beyond.append("On Rosenbrock diag(H) changes along the valley and the EMA follows it with a lag.")
+    for arc in arcs.values():
+        rejected = int(np.sum(~arc.accepted))
+        beyond.append(
+            f"{arc.label} has no region: it adds the cubic penalty σ/3·‖s‖_M³ in the RMSProp norm to the "
+            "model (footnote 4; Cartis, Gould & Toint 2011), takes the model's global minimiser for the "
+            "current σ (Step through one run to see it), halves σ after a very successful step (ρ ≥ 0.9) "
+            f"and doubles it after a rejected one; 1/σ plays the radius's part (σ₀ = 1/Δ₀ = {1 / radius:g}). "
+            f"Here σ went from {readable(arc.sigma[0])} to {readable(arc.sigma_after[-1])} in {arc.nit} "
+            f"iterations with {rejected} rejected step(s) (chart above)."
+        )
+    st.markdown(" ".join(beyond))

@@ -54,6 +54,11 @@ class ArcHistory(RunHistory):
     sigma: np.ndarray = field(default_factory=lambda: np.empty(0))
     steps: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
 
+    @property
+    def sigma_after(self) -> np.ndarray:
+        """``(k,)``: sigma after each iteration's update (the last one is the run's final sigma)."""
+        return np.append(self.sigma[1:], float(self.options.get("sigma", np.nan)))[: self.nit]
+
 
 def hessian_diagonal_limit(A: np.ndarray, steps: int, *, beta: float = 0.8, eps: float = 1e-10) -> np.ndarray:
     """``m_t = sqrt((1 - beta^t) diag(A)^2 + eps)``: the Hessian-diagonal ellipsoid after ``steps`` exact

@@ -1,0 +1,71 @@
+"""The Hessian-diagonal ellipsoid and ellipsoidal ARC in the app: the 2-D page and the live page."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.app.support import decode_array, open_page
+
+SO_PAGE = "pages/second_order_2d.py"
+
+
+def _figure(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def _trace(fig: dict, name: str) -> dict:
+    return next(t for t in fig["data"] if t.get("name") == name)
+
+
+def _text(at: AppTest) -> str:
+    return " ".join(m.value for m in at.markdown)
+
+
+@pytest.fixture(scope="module")
+def rotated() -> AppTest:
+    return open_page(SO_PAGE, {"so_methods": "tr_uniform,tr_hess,arc_rms", "so_kappa": "100",
+                               "so_theta": "30", "so_cg": "50", "so_radius": "1.0", "so_w0": "2.0",
+                               "so_w1": "1.0",
+                               "so_step_on": "true", "so_step_method": "arc_rms", "so_step_t": "0"})
+
+
+def test_second_order_page_offers_and_draws_both_methods(rotated: AppTest) -> None:
+    names = [t.get("name") for t in _figure(rotated)["data"]]
+    for name in ("TR_uni", "TR_hess", "TR_hess trust regions", "ARC_rms", "cubic-model step at w_0"):
+        assert name in names
+    assert "ARC_rms trust regions" not in names  # ARC has a cubic penalty, not a region
+    table = rotated.dataframe[0].value.set_index("method")
+    for label in ("TR_hess", "ARC_rms"):
+        assert table.loc[label, "status"] == "converged"
+    text = _text(rotated)
+    assert "Beyond the paper" in text and "Jacobi" in text and "σ went from 1 to" in text
+    assert "ARC_rms, iteration 0:** σ_t = 1," in text
+    assert rotated.get("arrow_vega_lite_chart") or rotated.get("vega_lite_chart")  # the sigma chart
+
+
+def test_hessian_region_is_the_diagonal_scaled_ellipse(rotated: AppTest) -> None:
+    # Q = R diag(1, 100) R^T at 30 degrees: diag(Q) = (cos^2 + 100 sin^2, sin^2 + 100 cos^2). After one exact
+    # update (EMA from 0, beta 0.8) m_0 = sqrt(0.2 diag(Q)^2 + 1e-10), and the first region drawn (at the
+    # start, radius 1) is {w : sum_i m_0,i (w - w_0)_i^2 = 1}: an axis-parallel ellipse, axis ratio
+    # sqrt(q_11 / q_00), whatever the tilt of Q's eigenvectors.
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    diag_q = np.array([c * c + 100 * s * s, s * s + 100 * c * c])
+    m0 = np.sqrt(0.2 * diag_q**2 + 1e-10)
+    region = _trace(_figure(rotated), "TR_hess trust regions")
+    x, y = decode_array(region["x"]), decode_array(region["y"])
+    first = np.flatnonzero(np.isnan(x))[0]
+    px, py = x[:first] - 2.0, y[:first] - 1.0
+    np.testing.assert_allclose(m0[0] * px**2 + m0[1] * py**2, 1.0, rtol=1e-5)
+    half_axes = np.array([px.max() - px.min(), py.max() - py.min()]) / 2
+    np.testing.assert_allclose(half_axes[0] / half_axes[1], math.sqrt(diag_q[1] / diag_q[0]), rtol=1e-3)
+
+
+def test_axis_aligned_quadratic_names_the_eigenvalues() -> None:
+    at = open_page(SO_PAGE, {"so_methods": "tr_hess", "so_kappa": "100", "so_theta": "0", "so_cg": "1"})
+    text = _text(at)
+    assert "|diag(Q)| = (1, 100)" in text and "holds Q's eigenvalues" in text
