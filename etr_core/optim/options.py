@@ -133,7 +133,16 @@ def resolve_groups(groups: list[Mapping[str, Any]], names: tuple[str, ...], owne
 
 
 def defaults_for(config: TRConfig, names: tuple[str, ...], lr: float, radius_rule: str) -> dict[str, Any]:
-    """The group defaults (plain Python values) for ``config``; ``gamma2`` resolved to its number."""
+    """The group defaults (plain Python values) for ``config``; ``gamma2`` resolved to its number.
+    ``ValueError`` when ``config`` asks for ``auto_radius`` or a ``hessian_fraction`` below 1 and the
+    optimiser (``names``) has no such option (they need a quadratic model: ``EllipsoidalTR``)."""
+    for key, off in (("auto_radius", False), ("hessian_fraction", 1.0)):
+        if key not in names and getattr(config, key) != off:
+            what = "radius='auto'" if key == "auto_radius" else f"hessian_fraction={config.hessian_fraction}"
+            raise ValueError(
+                f"{what} needs the quadratic model's Hessian products (EllipsoidalTR); this optimiser "
+                "has none: give a number as radius / leave hessian_fraction at 1"
+            )
     return _values(GroupOptions(config, lr, radius_rule, config.radius), names)
 
 

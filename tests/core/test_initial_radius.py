@@ -13,8 +13,9 @@ import math
 import pytest
 import torch
 
+from etr_core.config import TRConfig
 from etr_core.initial_radius import cauchy_radius
-from etr_core.optim import EllipsoidalTR
+from etr_core.optim import EllipsoidalTR, FirstOrderTR
 
 
 def _quadratic(seed: int = 0, d: int = 6, indefinite: bool = False):
@@ -103,3 +104,12 @@ def test_state_dict_and_deepcopy_keep_the_choice_and_do_not_choose_again():
 def test_bad_radius_string_is_refused():
     with pytest.raises(ValueError, match="radius must be a positive number or 'auto'"):
         EllipsoidalTR([torch.zeros(2, requires_grad=True)], radius="big")
+
+
+def test_first_order_tr_refuses_what_needs_hessian_products():
+    with pytest.raises(ValueError, match="radius='auto' needs the quadratic model"):
+        FirstOrderTR([torch.zeros(2, requires_grad=True)], radius="auto")
+    with pytest.raises(ValueError, match="radius='auto' needs"):
+        FirstOrderTR([torch.zeros(2, requires_grad=True)], preset="fast")
+    with pytest.raises(ValueError, match=r"hessian_fraction=0\.5 needs"):
+        FirstOrderTR([torch.zeros(2, requires_grad=True)], preset=TRConfig(hessian_fraction=0.5))
