@@ -1,203 +1,218 @@
-"""Throughput of the live-training worker with and without a polling UI (no browser needed).
+"""Live training on a shared server: memory with a real data set, and page loads during a class.
 
-The Streamlit server reruns the polling fragment every ``--poll`` seconds and then runs a full
-``gc.collect(2)`` (``runner.postScriptGC``). This script mimics that with a thread that, every
-``--poll`` seconds, takes a snapshot of the run, builds the live figures and serialises them to
-JSON, then calls ``gc.collect(2)``. The heap is made server-like by importing streamlit, plotly,
-altair and pandas first. Conditions, interleaved over ``--reps`` repetitions (medians reported):
+``--memory`` (no browser): this process plays the server. It submits one live run with all seven
+methods on a file data set (MNIST from ``$ETR_DATA``, all 60,000 training images) and samples, every
+0.25 s, its own resident memory and the worker process's (VmRSS, and PSS, which splits pages shared
+with the fork server fairly). It does so twice: with the worker's shared read-only data set (what
+the app does) and with ``share_data=False`` (every method loads its own copy, as each method
+thread did before runs moved out of the server).
 
-* ``alone``          -- the worker with no poller;
-* ``poll+gc``        -- poller at ``--poll`` s, objects not frozen;
-* ``poll+gc+freeze`` -- the same after ``gc.freeze()`` (what ``app.py`` does after its warm-up);
-* ``poll/2+gc+freeze`` -- twice as frequent polling, frozen.
-
-Separately, ``--cold`` measures in fresh subprocesses the delay from Start to the first recorded
-step while the poller runs, with and without :func:`etr_core.live.warm_up_training`.
+``--classroom`` (real browser: playwright + Debian chromium): starts ``streamlit run app.py``, loads
+another page (``--page``) ``--reps`` times on the idle server, then opens ``--sessions`` tabs on
+the live page and presses Start in each (the first ``ETR_LIVE_MAX_RUNS`` train, the rest queue),
+and loads the other page again ``--reps`` times. A load is timed from ``goto`` until its chart is
+drawn and the script run has finished. Medians are reported.
 
 Run from the repository root::
 
-    python3 benchmarks/bench_live_worker.py --reps 3 --window 6 --poll 0.5 --cold
+    ETR_DATA=../shared/data python3 benchmarks/bench_live_worker.py --memory --seconds 40
+    python3 benchmarks/bench_live_worker.py --classroom --sessions 8 --reps 3
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import json
+import os
+import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("TR_uni", "TR_rms", "Adam")
+ALL_METHODS = ["TR_uni", "TR_ada", "TR_rms", "SGD", "Adagrad", "RMSprop", "Adam"]
+LONG_RUN = "lt_budget=20000&lt_max_steps=20000&lt_max_seconds=300&lt_eval_every=10"
 
 
-def _server_like_imports() -> None:
-    import altair  # noqa: F401
-    import pandas  # noqa: F401
-    import plotly.graph_objects  # noqa: F401
-    import streamlit  # noqa: F401
-    import torch
-    import torch._dynamo  # noqa: F401
-
-
-class Poller(threading.Thread):
-    """Mimics a fragment rerun (snapshot, figures, JSON) followed by Streamlit's post-script GC."""
-
-    def __init__(self, run, interval: float) -> None:
-        super().__init__(daemon=True)
-        self.run_obj, self.interval = run, interval
-        self.halt = threading.Event()
-        self.gc_seconds: list[float] = []
-        self.render_seconds: list[float] = []
-
-    def run(self) -> None:
-        from etr_core.viz.live_plots import loss_figure, trust_region_figure
-
-        while not self.halt.wait(self.interval):
-            t0 = time.perf_counter()
-            snap = self.run_obj.snapshot()
-            loss_figure(snap.steps, snap.evals).to_json()
-            trust_region_figure(snap.steps).to_json()
-            t1 = time.perf_counter()
-            gc.collect(2)
-            self.gc_seconds.append(time.perf_counter() - t1)
-            self.render_seconds.append(t1 - t0)
-
-
-def _configs():
-    from etr_core.live import comparison_configs
-
-    return comparison_configs(list(METHODS), max_steps=1_000_000, eval_every=10, device="cpu")
-
-
-def measure(window: float, poll: float | None, freeze: bool) -> dict[str, float]:
-    """Steps per second (all methods together) over ``window`` seconds after the first step."""
-    from etr_core.live import LiveRun, RunSlots
-
-    if freeze:
-        gc.collect()
-        gc.freeze()
+def _status_kib(pid: int, field: str) -> int:
     try:
-        run = LiveRun(_configs(), max_seconds=None, slots=RunSlots(1))
-        poller = Poller(run, poll) if poll else None
-        run.start()
-        if poller:
-            poller.start()
-        while run.snapshot().steps.empty:
-            time.sleep(0.01)
-        n0, t0 = len(run.snapshot().steps), time.perf_counter()
-        time.sleep(window)
-        n1, t1 = len(run.snapshot().steps), time.perf_counter()
-        run.stop()
-        run.join(30)
-        if poller:
-            poller.halt.set()
-            poller.join(30)
-        gc_ms = 1e3 * statistics.median(poller.gc_seconds) if poller and poller.gc_seconds else 0.0
-        render_ms = (
-            1e3 * statistics.median(poller.render_seconds) if poller and poller.render_seconds else 0.0
-        )
-        return {"steps_per_s": (n1 - n0) / (t1 - t0), "gc_ms": gc_ms, "render_ms": render_ms}
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def memory(dataset: str, seconds: float, max_train: int) -> None:
+    """Peak memory of the server process and of the worker for one all-methods run."""
+    import torch
+
+    from etr_core.live import LiveRun, comparison_configs, start_worker_server
+
+    torch.set_num_threads(1)
+    start_worker_server()
+    print(f"data set {dataset} from {os.environ.get('ETR_DATA')}, max_train {max_train}, all 7 methods, "
+          f"mlp_small, {seconds:g} s per run\n")
+    print("| worker data | server RSS before (MB) | server RSS peak (MB) | worker RSS peak (MB) "
+          "| worker PSS peak (MB) | steps recorded |")
+    print("|---|---|---|---|---|---|")
+    for share in (True, False):
+        configs = comparison_configs(ALL_METHODS, dataset=dataset, max_steps=100_000, eval_every=50,
+                                     device="cpu", data_options={"max_train": max_train})
+        before = _status_kib(os.getpid(), "VmRSS")
+        run = LiveRun(configs, max_seconds=seconds, share_data=share).start()
+        peak_server = peak_worker = peak_pss = 0
+        while run.is_alive():
+            pid = run._process.pid if run._process is not None else None
+            peak_server = max(peak_server, _status_kib(os.getpid(), "VmRSS"))
+            if pid:
+                peak_worker = max(peak_worker, _status_kib(pid, "VmRSS"))
+                peak_pss = max(peak_pss, _pss_kib(pid))
+            time.sleep(0.25)
+        snap = run.snapshot()
+        label = "one shared copy" if share else "one copy per method"
+        print(f"| {label} | {before / 1024:.0f} | {peak_server / 1024:.0f} | {peak_worker / 1024:.0f} "
+              f"| {peak_pss / 1024:.0f} | {snap.n_steps} ({snap.status}) |")
+
+
+# ------------------------------------------------------------------ classroom (real browser)
+
+
+def _server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(ROOT / "artifacts" / "bench_classroom_streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not become healthy")
+
+
+def _load(browser, url: str) -> float:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        start = time.perf_counter()
+        page.goto(url, wait_until="domcontentloaded", timeout=300_000)
+        page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=300_000)
+        _idle(page)
+        return time.perf_counter() - start
     finally:
-        if freeze:
-            gc.unfreeze()
+        context.close()
 
 
-def cold_first_step(warm: bool, poll: float) -> float:
-    """Seconds from Start to the first recorded step in this (fresh) process, poller running."""
-    _server_like_imports()
-    gc.collect()
-    gc.freeze()  # as app.py does after its import warm-up
-    from etr_core.live import LiveRun, RunSlots, warm_up_training
+def _idle(page, timeout_ms: int = 300_000) -> None:
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                           timeout=timeout_ms)
 
-    if warm:
-        warm_up_training()
-    run = LiveRun(_configs(), max_seconds=None, slots=RunSlots(1))
-    poller = Poller(run, poll)
-    t0 = time.perf_counter()
-    run.start()
-    poller.start()
-    while run.snapshot().steps.empty:
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - t0
-    run.stop()
-    run.join(30)
-    poller.halt.set()
-    return elapsed
+
+def _start(tab) -> None:
+    """Press Start once the page has settled; press again if the click was lost in a rerun."""
+    start = tab.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start")
+    start.wait_for(timeout=300_000)
+    for _ in range(5):
+        _idle(tab)
+        if start.is_enabled():
+            start.click(no_wait_after=True)
+        try:
+            tab.wait_for_function("() => location.search.includes('run=')", timeout=60_000)
+            return
+        except Exception:  # playwright's timeout: look for a refusal, then retry
+            error = tab.get_by_text("Could not start")
+            if error.count():
+                raise SystemExit(f"Start was refused: {error.first.inner_text()}") from None
+    raise SystemExit("Start did not create a run in five attempts")
+
+
+def classroom(sessions: int, reps: int, page_path: str, settle: float) -> None:
+    from playwright.sync_api import sync_playwright
+
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    proc, url = _server(dict(os.environ))
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=os.environ.get("ETR_CHROMIUM", "/usr/bin/chromium"),
+                                        headless=True, args=args)
+            target = f"{url}/{page_path}"
+            _load(browser, target)  # warm-up: first imports and the page's cached computations
+            idle = [_load(browser, target) for _ in range(reps)]
+            print(f"idle loads (s): {idle}", flush=True)
+            tabs = []
+            for i in range(sessions):
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                tab = context.new_page()
+                methods = "TR_uni,TR_rms,Adam" if i % 2 == 0 else "TR_ada,SGD"
+                tab.goto(f"{url}/live_training?lt_methods={methods}&{LONG_RUN}",
+                         wait_until="domcontentloaded", timeout=300_000)
+                _start(tab)
+                tabs.append(tab)
+            time.sleep(settle)
+            states = [t.get_by_test_id("stMainBlockContainer").inner_text() for t in tabs]
+            training = sum("running ·" in s for s in states)
+            queued = sum("Queued:" in s for s in states)
+            print(f"{training} training, {queued} queued", flush=True)
+            busy = []
+            for _ in range(reps):
+                busy.append(_load(browser, target))
+                print(f"busy load (s): {busy[-1]:.2f}", flush=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(f"\nserver: streamlit run app.py; {sessions} live-page tabs ({training} training, {queued} queued "
+          f"when measured); page /{page_path}; {reps} loads each, medians\n")
+    print("| server state | page load (s) | loads (s) |")
+    print("|---|---|---|")
+    for label, times in (("idle", idle), (f"{sessions} live sessions", busy)):
+        print(f"| {label} | {statistics.median(times):.2f} | {', '.join(f'{t:.2f}' for t in times)} |")
+    print(f"\nratio busy / idle: {statistics.median(busy) / statistics.median(idle):.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--max-train", type=int, default=60000)
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--classroom", action="store_true")
+    parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--window", type=float, default=6.0, help="seconds measured per condition")
-    parser.add_argument("--poll", type=float, default=0.5)
-    parser.add_argument("--cold", action="store_true", help="also time the first step in fresh processes")
-    parser.add_argument("--cold-case", choices=("plain", "warm"), help=argparse.SUPPRESS)
+    parser.add_argument("--page", default="implicit_trust_regions")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds after the last Start")
     args = parser.parse_args()
-
-    if args.cold_case:
-        print(json.dumps({"first_step_s": cold_first_step(args.cold_case == "warm", args.poll)}))
-        return
-
-    _server_like_imports()
-    from etr_core.live import warm_up_training
-
-    warm_up_training()
-    gc.unfreeze()  # warm_up_training froze the heap; conditions choose for themselves
-    conditions = {
-        "alone": (None, False),
-        "poll+gc": (args.poll, False),
-        "poll+gc+freeze": (args.poll, True),
-        "poll/2+gc+freeze": (args.poll / 2, True),
-    }
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in conditions}
-    for rep in range(args.reps):
-        for name, (poll, freeze) in conditions.items():
-            results[name].append(measure(args.window, poll, freeze))
-            print(f"rep {rep} {name:18s} {results[name][-1]}", file=sys.stderr)
-
-    print(
-        f"\nmethods {', '.join(METHODS)} on digits / mlp_small, interleaved by backprops, 1 torch thread; "
-        f"poll {args.poll} s; {args.reps} reps x {args.window} s; medians\n"
-    )
-    print("| condition | steps/s | ratio to alone | gc.collect(2) per poll (ms) "
-          "| snapshot+figures per poll (ms) |")
-    print("|---|---|---|---|---|")
-    base = statistics.median(r["steps_per_s"] for r in results["alone"])
-    for name, runs in results.items():
-        rate = statistics.median(r["steps_per_s"] for r in runs)
-        gc_ms = statistics.median(r["gc_ms"] for r in runs)
-        render_ms = statistics.median(r["render_ms"] for r in runs)
-        poll = conditions[name][0]
-        label = (
-            name.replace("poll/2", f"poll {poll:g} s").replace("poll+", f"poll {poll:g} s+") if poll else name
-        )
-        print(f"| {label} | {rate:.0f} | {rate / base:.2f} | {gc_ms:.1f} | {render_ms:.1f} |")
-
-    if args.cold:
-        print("\n| fresh process, poller running | Start -> first step (s) |")
-        print("|---|---|")
-        for case in ("plain", "warm"):
-            times = []
-            for _ in range(args.reps):
-                out = subprocess.run(
-                    [sys.executable, __file__, "--cold-case", case, "--poll", str(args.poll)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    cwd=ROOT,
-                )
-                times.append(json.loads(out.stdout.strip().splitlines()[-1])["first_step_s"])
-            label = "after warm_up_training()" if case == "warm" else "no training warm-up"
-            print(
-                f"| {label} | {statistics.median(times):.2f} (runs: {', '.join(f'{t:.2f}' for t in times)}) |"
-            )
+    if args.memory:
+        memory(args.dataset, args.seconds, args.max_train)
+    if args.classroom:
+        classroom(args.sessions, args.reps, args.page, args.settle)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from etr_core.data import FILE_DATASETS, available_datasets
+from etr_core.data import FILE_DATASETS, available_datasets, default_root
 from etr_core.devices import describe_device
 from etr_core.devices import device as resolve_device
 from etr_core.live import (
@@ -105,9 +105,9 @@ def worker_server() -> float:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def file_datasets_present() -> list[str]:
-    """File data sets whose files are under ``ETR_DATA`` (presence only; read by the worker)."""
-    return [name for name in available_datasets() if name in FILE_DATASETS]
+def file_datasets_present(root: str) -> list[str]:
+    """File data sets whose files are under ``root`` (presence only; the worker reads them)."""
+    return [name for name in available_datasets(root) if name in FILE_DATASETS]
 
 
 def _state(key: str):
@@ -235,7 +235,7 @@ elif run_id and run is None:
     )
 
 # ---------------------------------------------------------------- controls
-files_here = file_datasets_present()
+files_here = file_datasets_present(str(default_root()))
 col_data, col_methods, col_budget = st.columns(3)
 with col_data:
     dataset = url_selectbox("Data set", f"{P}_dataset", GENERATED + files_here, "digits",
@@ -412,6 +412,17 @@ st.markdown(
     "product inside CG, so counting backprops (not steps) compares methods at equal work. "
     "Switch the x-axis to *epochs* to see the price of the larger TR batch (Fig. 9), or to *seconds* for "
     "wall-clock cost (Fig. 10)."
+)
+beyond = [m for m in methods if m in ("TR_hess", "ARC_rms")]
+st.markdown(
+    "**Beyond the paper: TR_hess and ARC_rms** (its section 6 and footnote 4). TR_hess draws its ellipsoid "
+    "from the Hessian's diagonal, estimated every step with a Hutchinson probe (a random ±1 vector z and "
+    "one Hessian-vector product, diag(H) ≈ z ⊙ Hz), smoothed like RMSProp and floored at √ε; those "
+    "products are counted as backprops, so its loss curve pays for them on the x-axis. ARC_rms has no "
+    "region: it minimises the quadratic model plus σ/3·‖s‖³ in the RMSProp norm, and in the radius panel "
+    "its line, labelled “sigma (ARC)”, is σ, which moves the opposite way to a radius: halved after a "
+    "very successful step, doubled after a rejected one; its Krylov panel counts Lanczos products. "
+    + (f"Selected now: {', '.join(beyond)}." if beyond else "Add them under Methods to see both.")
 )
 st.caption(
     "A method is marked **converged** when its training loss reaches the rounding floor of float32 "

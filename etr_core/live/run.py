@@ -21,7 +21,7 @@ from etr_core.live.engine import SCHEDULES, RunEngine, _config_method
 from etr_core.live.history import FAILED, QUEUED, STARTING, STOPPED, LiveSnapshot
 from etr_core.live.monitor import StallRule
 from etr_core.live.state import RunState
-from etr_core.live.worker import WorkerSpec, mp_context, worker_main
+from etr_core.live.worker import WorkerSpec, mp_context, start_process, worker_main
 
 __all__ = ["LiveRun", "new_run_id", "stop_all_runs"]
 
@@ -193,7 +193,7 @@ class LiveRun:
         if stop_now:
             self._stop_event.set()
         if self._process is not None:
-            self._process.start()
+            start_process(self._process)
         self._thread.start()
         return self
 

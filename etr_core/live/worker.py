@@ -10,11 +10,14 @@ between all methods of the run, and sends its records to the server in batches o
 
 from __future__ import annotations
 
+import importlib.machinery
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import traceback
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +25,7 @@ from etr_core.live.engine import RunEngine
 from etr_core.live.history import FAILED
 from etr_core.live.monitor import StallRule, WarningCounter
 
-__all__ = ["PRELOAD", "WorkerSpec", "mp_context", "shared_dataset", "worker_main"]
+__all__ = ["PRELOAD", "WorkerSpec", "mp_context", "shared_dataset", "start_process", "worker_main"]
 
 PRELOAD = ["etr_core.live.worker", "etr_core.training", "etr_core.optim", "torch._dynamo",
            "sklearn.model_selection"]
@@ -52,6 +55,28 @@ def mp_context() -> multiprocessing.context.BaseContext:
         ctx.set_forkserver_preload(PRELOAD)
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+def start_process(process: Any) -> None:
+    """``process.start()`` without the parent's ``__main__`` script.
+
+    ``spawn`` and ``forkserver`` children re-run the parent's main script (as ``__mp_main__``) before
+    the target. Under Streamlit that is the page being rendered, so every worker would render the page
+    in bare mode. For the moment of the start, ``__main__`` is replaced by an empty module whose name
+    the child skips (a ``*.__main__`` module, as multiprocessing does for ``python -m package``)."""
+    stub = types.ModuleType("__main__")
+    stub.__spec__ = importlib.machinery.ModuleSpec("etr_core.live.__main__", None)
+    with _MAIN_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = stub
+        try:
+            process.start()
+        finally:
+            if sys.modules.get("__main__") is stub:
+                sys.modules["__main__"] = main
 
 
 def shared_dataset(configs: list[Any]) -> Any:

@@ -181,6 +181,17 @@ def test_a_second_tab_with_the_link_reattaches_to_the_finished_run() -> None:
     assert not second.button(key="lt_start").disabled  # a finished run: a new one may start
 
 
+def test_file_data_sets_are_offered_when_their_files_are_present(monkeypatch) -> None:
+    shared = ROOT.parent / "shared" / "data"
+    if not (shared / "mnist").is_dir():
+        pytest.skip("the shared MNIST files are not next to this checkout")
+    monkeypatch.setenv("ETR_DATA", str(shared))
+    options = _page().selectbox(key="lt_dataset").options
+    assert "MNIST (local files)" in options and "Fashion-MNIST (local files)" in options
+    monkeypatch.setenv("ETR_DATA", str(ROOT / "no-such-folder"))
+    assert "MNIST (local files)" not in _page().selectbox(key="lt_dataset").options
+
+
 def test_unknown_or_malformed_run_ids_explain_and_show_a_fresh_page() -> None:
     at = _page({"run": "AAAAAAAAAAA"})
     assert any("not on this server" in w.value for w in at.warning)

@@ -371,17 +371,19 @@ def test_shared_dataset_is_one_compact_copy_that_trains_like_a_fresh_load() -> N
 
 
 @pytest.mark.slow
-def test_worker_log_has_one_line_per_method_for_repeated_warnings(tmp_path) -> None:
+def test_worker_logs_one_line_per_method_and_never_reruns_the_main_script(tmp_path) -> None:
     script = tmp_path / "warn_run.py"
+    # no ``if __name__ == "__main__"`` guard, like a Streamlit page: the worker must not re-run it
     script.write_text(textwrap.dedent("""
+        import sys
         from etr_core.live import LiveRun
         from tests.core.live_fakes import FakeConfig, fake_train
 
-        if __name__ == "__main__":
-            configs = [FakeConfig(m, max_steps=300, warn=True) for m in ("TR_ada", "TR_rms")]
-            run = LiveRun(configs, train_fn=fake_train, stall_rule=None).start()
-            assert run.join(120)
-            print("COUNTS", run.snapshot().warnings)
+        print("MAIN SCRIPT RAN", file=sys.stderr)
+        configs = [FakeConfig(m, max_steps=300, warn=True) for m in ("TR_ada", "TR_rms")]
+        run = LiveRun(configs, train_fn=fake_train, stall_rule=None).start()
+        assert run.join(120)
+        print("COUNTS", run.snapshot().warnings)
     """))
     out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
@@ -389,6 +391,7 @@ def test_worker_log_has_one_line_per_method_for_repeated_warnings(tmp_path) -> N
     assert "COUNTS {'TR_ada': 300, 'TR_rms': 300}" in out.stdout
     lines = [line for line in out.stderr.splitlines() if "RuntimeWarning" in line]
     assert len(lines) == 2, out.stderr[-2000:]
+    assert out.stderr.count("MAIN SCRIPT RAN") == 1  # the worker did not execute the main script
 
 
 # ------------------------------------------------------------------ the registry
