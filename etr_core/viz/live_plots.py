@@ -31,6 +31,7 @@ __all__ = [
     "accuracy_figure",
     "cg_iterations_figure",
     "downsample",
+    "is_cubic",
     "is_trust_region",
     "loss_figure",
     "method_color",
@@ -65,8 +66,14 @@ def method_color(method: str) -> str:
 
 
 def is_trust_region(method: str) -> bool:
-    """``True`` for the second-order TR methods (``TR_*``)."""
-    return method.startswith("TR")
+    """``True`` for the second-order methods: trust regions (``TR_*``) and their cubic-regularisation
+    counterparts (``ARC_*``, whose sigma takes the radius's place in the figures)."""
+    return method.startswith(("TR", "ARC"))
+
+
+def is_cubic(method: str) -> bool:
+    """``True`` for adaptive cubic regularisation (``ARC_*``): its "radius" column holds sigma."""
+    return method.startswith("ARC")
 
 
 def _dash(method: str) -> str:
@@ -251,10 +258,11 @@ def trust_region_figure(
     ends: dict[str, str] | None = None,
 ) -> go.Figure:
     """Trust-region radius Δ_t (log scale) and reduction ratio ρ_t per step for the TR methods
-    (Algorithm 1, lines 5-7). ρ is clipped to :data:`RHO_CLIP` for display (a non-finite ρ, i.e. a
-    rejected step with a non-finite trial loss, sits at the lower bound); rejected steps are drawn
-    as open circles; ``eta1``/``eta2`` add the acceptance and growth thresholds; ``ends`` marks
-    methods that ended early (a labelled cross at the last radius)."""
+    (Algorithm 1, lines 5-7); for ARC methods the line is sigma, legend "<method> sigma (ARC)". ρ is
+    clipped to :data:`RHO_CLIP` for display (a non-finite ρ, i.e. a rejected step with a non-finite
+    trial loss, sits at the lower bound); rejected steps are drawn as open circles; ``eta1``/``eta2``
+    add the acceptance and growth thresholds; ``ends`` marks methods that ended early (a labelled
+    cross at the last radius)."""
     x_col, x_title = _x_column(x)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
     tr_methods = [m for m in _methods((steps,), methods) if is_trust_region(m)]
@@ -262,7 +270,8 @@ def trust_region_figure(
         color = method_color(method)
         rx, ry, _ = _xy(steps, method, x_col, "radius", max_points)
         fig.add_trace(go.Scatter(
-            x=rx, y=ry, mode="lines", name=f"{method} radius",
+            x=rx, y=ry, mode="lines",
+            name=f"{method} sigma (ARC)" if is_cubic(method) else f"{method} radius",
             legendgroup=method, line={"color": color, "width": 2},
         ), row=1, col=1)
         if (ends or {}).get(method):
@@ -281,8 +290,11 @@ def trust_region_figure(
         if value is not None and math.isfinite(value):
             fig.add_hline(y=value, line={"color": "#888", "dash": "dot"}, row=2, col=1,
                           annotation_text=f"{label} = {value:g}", annotation_position="top left")
-    _layout(fig, "Trust-region radius and reduction ratio", "", "", height)
-    fig.update_yaxes(type="log", title_text="radius Δ_t after the step", row=1, col=1)
+    cubic = any(is_cubic(m) for m in tr_methods)
+    _layout(fig, "Trust-region radius" + (" (ARC: sigma)" if cubic else "") + " and reduction ratio", "", "",
+            height)
+    fig.update_yaxes(type="log", title_text="Δ_t or sigma (ARC) after the step" if cubic
+                     else "radius Δ_t after the step", row=1, col=1)
     fig.update_yaxes(range=[RHO_CLIP[0] - 0.05, RHO_CLIP[1] + 0.05], title_text="ρ_t (clipped)", row=2, col=1)
     fig.update_xaxes(title_text=x_title, row=2, col=1)
     if not tr_methods:

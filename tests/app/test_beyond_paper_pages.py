@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.support import decode_array, open_page
+from etr_core.live import stop_all_runs
+from etr_core.viz.live_plots import is_cubic, is_trust_region, trust_region_figure
+from tests.app.support import APP, decode_array, open_page, plotly_figures
 
 SO_PAGE = "pages/second_order_2d.py"
 
@@ -69,3 +73,52 @@ def test_axis_aligned_quadratic_names_the_eigenvalues() -> None:
     at = open_page(SO_PAGE, {"so_methods": "tr_hess", "so_kappa": "100", "so_theta": "0", "so_cg": "1"})
     text = _text(at)
     assert "|diag(Q)| = (1, 100)" in text and "holds Q's eigenvalues" in text
+
+
+def test_trust_region_figure_labels_arc_sigma() -> None:
+    steps = pd.DataFrame({"method": ["TR_hess", "TR_hess", "ARC_rms", "ARC_rms", "Adam"],
+                          "backprops": [3.0, 6.0, 3.0, 6.0, 1.0], "radius": [1e-4, 1.1e-4, 1.0, 0.5, np.nan],
+                          "rho": [0.99, 0.5, 0.95, -1.0, np.nan],
+                          "accepted": [True, True, True, False, True]})
+    fig = trust_region_figure(steps)
+    names = [t.name for t in fig.data]
+    assert names == ["TR_hess radius", "TR_hess ρ", "ARC_rms sigma (ARC)", "ARC_rms ρ"]
+    np.testing.assert_array_equal(fig.data[2].y, [1.0, 0.5])
+    assert "sigma (ARC)" in fig.layout.yaxis.title.text
+    assert is_cubic("ARC_rms") and is_trust_region("ARC_rms") and not is_cubic("TR_rms")
+    tr_only = trust_region_figure(steps[steps.method == "TR_hess"])
+    assert [t.name for t in tr_only.data] == ["TR_hess radius", "TR_hess ρ"]
+    assert "sigma" not in tr_only.layout.yaxis.title.text
+
+
+@pytest.fixture
+def _stop_workers():
+    yield
+    assert stop_all_runs(timeout=30.0) == 0, "a live-training worker outlived its test"
+
+
+@pytest.mark.slow
+def test_live_page_runs_tr_hess_and_arc(_stop_workers) -> None:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/live_training.py").run()
+    assert {"TR_hess", "ARC_rms"} <= set(at.multiselect(key="lt_methods").options)
+    at.multiselect(key="lt_methods").set_value(["TR_hess", "ARC_rms"])
+    at.select_slider(key="lt_budget").set_value(100)
+    at.run()
+    assert "Selected now: TR_hess, ARC_rms." in _text(at)
+    at.button(key="lt_start").click().run()
+    assert not at.exception, at.exception
+    deadline = time.monotonic() + 150
+    while not at.success and time.monotonic() < deadline:
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+    assert at.success and "Run finished" in at.success[0].value
+    loss, _acc, cg, tr = plotly_figures(at)
+    assert {"TR_hess (mini-batch)", "ARC_rms (mini-batch)"} <= {t["name"] for t in loss["data"]}
+    assert [t["name"] for t in tr["data"]] == ["TR_hess radius", "TR_hess ρ", "ARC_rms sigma (ARC)",
+                                               "ARC_rms ρ"]
+    assert "sigma (ARC)" in tr["layout"]["yaxis"]["title"]["text"]
+    assert {t["name"] for t in cg["data"]} == {"TR_hess CG iterations", "ARC_rms CG iterations"}
+    assert all(len(decode_array(t["y"])) > 0 for t in tr["data"])
