@@ -372,3 +372,9 @@ if any(m in runs for m in BEYOND):
             f"iterations with {rejected} rejected step(s) (chart above)."
         )
     st.markdown(" ".join(beyond))
+    if arcs:
+        st.latex(
+            r"\min_{s}\ g_t^\top s + \tfrac12 s^\top H_t s + \tfrac{\sigma_t}{3}\|s\|_{M_t}^3,\qquad "
+            r"\sigma_{t+1} = \begin{cases} \sigma_t/2 & \rho_t \ge 0.9 \\ \sigma_t & 0.1 \le \rho_t < 0.9 \\ "
+            r"2\sigma_t & \rho_t < 0.1\ (\text{rejected}) \end{cases}"
+        )

@@ -50,6 +50,7 @@ def test_second_order_page_offers_and_draws_both_methods(rotated: AppTest) -> No
     assert "Beyond the paper" in text and "Jacobi" in text and "σ went from 1 to" in text
     assert "ARC_rms, iteration 0:** σ_t = 1," in text
     assert rotated.get("arrow_vega_lite_chart") or rotated.get("vega_lite_chart")  # the sigma chart
+    assert "sigma_t}{3}" in rotated.latex[-1].value  # the cubic model and CGT's sigma update
 
 
 def test_hessian_region_is_the_diagonal_scaled_ellipse(rotated: AppTest) -> None:
@@ -69,10 +70,17 @@ def test_hessian_region_is_the_diagonal_scaled_ellipse(rotated: AppTest) -> None
     np.testing.assert_allclose(half_axes[0] / half_axes[1], math.sqrt(diag_q[1] / diag_q[0]), rtol=1e-3)
 
 
-def test_axis_aligned_quadratic_names_the_eigenvalues() -> None:
-    at = open_page(SO_PAGE, {"so_methods": "tr_hess", "so_kappa": "100", "so_theta": "0", "so_cg": "1"})
+def test_axis_aligned_quadratic_names_the_eigenvalues_and_steps_through_tr_hess() -> None:
+    at = open_page(SO_PAGE, {"so_methods": "tr_hess", "so_kappa": "100", "so_theta": "0", "so_cg": "1",
+                             "so_step_on": "true", "so_step_method": "tr_hess", "so_step_t": "3"})
     text = _text(at)
     assert "|diag(Q)| = (1, 100)" in text and "holds Q's eigenvalues" in text
+    # iteration 3 is the 4th exact update: m = sqrt((1 - 0.8^4) (1, 100)^2 + 1e-10)
+    m = np.sqrt((1 - 0.8**4) * np.array([1.0, 100.0]) ** 2 + 1e-10)
+    assert "TR_hess, iteration 3:** Δ_t =" in text and f"M_t = diag({m[0]:.3g}" in text
+    names = [t.get("name") for t in _figure(at)["data"]]
+    assert "region at w_3" in names
+    assert all("sigma_t}{3}" not in element.value for element in at.latex)  # no ARC, no cubic model
 
 
 def test_trust_region_figure_labels_arc_sigma() -> None:
