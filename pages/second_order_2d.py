@@ -334,7 +334,8 @@ if any(m in runs for m in BEYOND):
     arcs = {m: r for m, r in runs.items() if isinstance(r, ArcHistory) and r.nit > 0}
     if arcs:
         st.line_chart({r.label: r.sigma for r in arcs.values()}, x_label="iteration t",
-                      y_label="σ_t (ARC's cubic weight)")
+                      y_label="σ_t (ARC's cubic weight)",
+                      color=[method_colour(r.label) for r in arcs.values()])
     beyond = ["**Beyond the paper.**"]
     hess = runs.get("tr_hess")
     if hess is not None and hess.nit > 0:
