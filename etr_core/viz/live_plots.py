@@ -137,8 +137,8 @@ def _end_marker(fig: go.Figure, method: str, status: str, x: np.ndarray, y: np.n
     if not len(x):
         return
     fig.add_trace(go.Scatter(
-        x=x[-1:].tolist(), y=y[-1:].tolist(), mode="markers+text", name=f"{method} {status}", legendgroup=method,
-        showlegend=False, text=[status], textposition="top center",
+        x=x[-1:].tolist(), y=y[-1:].tolist(), mode="markers+text", name=f"{method} {status}",
+        legendgroup=method, showlegend=False, text=[status], textposition="top center",
         marker={"symbol": "x", "size": 11, "color": method_color(method), "line": {"width": 1}},
         textfont={"color": method_color(method)},
     ), **where)
