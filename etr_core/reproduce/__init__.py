@@ -79,7 +79,7 @@ def _data(request: ReproduceRequest, dataset: str, out: Path) -> tuple[str | Non
         write_cifar10_standin(root, n_train, n_test)
         return str(root), STANDIN_LABEL
     label = _DATA_LABELS[dataset]
-    return request.data_root, label + (" (quick protocol: training subset)" if request.quick else "")
+    return request.data_root, label
 
 
 def _train_problem(problem: Problem, methods: tuple[str, ...], options: RunOptions, progress) -> list[Any]:

@@ -38,13 +38,15 @@ def _problem_note(problem: Problem) -> str:
     )
 
 
-def _step_size_lines(folder: Path) -> list[str]:
+def _step_size_lines(folder: Path, problem: Problem, methods: tuple[str, ...]) -> list[str]:
     path = folder / "step_sizes.json"
     if not path.exists():
         return []
     lines = ["", "Step-size grid (mean final training loss on the tuning seeds; chosen in bold):", ""]
     for key, entry in json.loads(path.read_text()).items():
-        method = key.split("@")[0]
+        method, budget = key.split("@")
+        if method not in methods or int(budget) != problem.budget:
+            continue
         scores = ", ".join(
             (f"**{lr}: {v:.3g}**" if float(lr) == entry["chosen"] else f"{lr}: {v:.3g}")
             for lr, v in entry["scores"].items()
@@ -80,7 +82,7 @@ def curves_figure(
         ratios = ratio_lines(summary, problem)
         if ratios:
             lines += ["", *ratios]
-        lines += _step_size_lines(Path(request.out) / "runs" / problem.slug)
+        lines += _step_size_lines(Path(request.out) / "runs" / problem.slug, problem, spec.methods)
         stem = folder / f"{problem.slug}_{spec.x}"
         files += write_curves(problem_runs, problem, spec.x, spec.title, stem, data_label, request.png)
         lines += ["", f"Figure: `{stem.name}.html`", ""]
