@@ -491,13 +491,16 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             print(f"\ninterrupted; continue with the same command and --resume (out: {out})", file=sys.stderr)
             return 130
     if main:
-        table = write_compare_summary(out)
+        table = write_compare_summary(out, png=not args.html_only)
         print(table)
     return 0
 
 
-def write_compare_summary(out: Path, targets: Sequence[float] = (0.1, 0.03, 0.01)) -> str:
-    """Write ``summary.csv``, ``summary.md`` and the loss curves of the best step size per method."""
+def write_compare_summary(
+    out: Path, targets: Sequence[float] = (0.1, 0.03, 0.01), *, png: bool = True
+) -> str:
+    """Write ``summary.csv``, ``summary.md`` and the loss curves of the best step size per method
+    (HTML, and PNG when ``png`` and kaleido can render)."""
     from etr_core.results import find_runs, load_run
     from etr_core.viz.training_plots import loss_curves, runs_frame, summarize, write_figure
 
@@ -543,7 +546,7 @@ def write_compare_summary(out: Path, targets: Sequence[float] = (0.1, 0.03, 0.01
     (out / "summary.md").write_text(text)
     best_runs = [r for r in runs if r.label in set(best["label"])]
     for x in ("backprops", "epoch", "seconds"):
-        write_figure(loss_curves(best_runs, x=x), out / f"loss_vs_{x}")
+        write_figure(loss_curves(best_runs, x=x), out / f"loss_vs_{x}", png=png)
     return text
 
 
@@ -611,20 +614,21 @@ def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     runs = [load_run(p) for p in paths]
     if not args.all:
         runs = best_of_grid(runs)
+    png = not args.html_only
     out = Path(args.out)
     written = []
     for x in args.x:
-        written += write_figure(loss_curves(runs, x=x, y=args.y), out / f"{args.y}_vs_{x}")
+        written += write_figure(loss_curves(runs, x=x, y=args.y), out / f"{args.y}_vs_{x}", png=png)
     tr_runs = [r for r in runs if not r.metrics.empty and "radius" in r.metrics]
     if tr_runs:
-        written += write_figure(tr_traces(tr_runs), out / "tr_traces")
+        written += write_figure(tr_traces(tr_runs), out / "tr_traces", png=png)
     try:
         rec = _reconstructions(runs)
     except FileNotFoundError as exc:
         rec = None
         print(f"reconstructions skipped: {exc}".splitlines()[0], file=sys.stderr)
     if rec is not None:
-        written += write_figure(reconstruction_grid(*rec), out / "reconstructions")
+        written += write_figure(reconstruction_grid(*rec), out / "reconstructions", png=png)
     for path in written:
         print(path)
     if not static_export_available():
@@ -826,6 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--out", required=True, help="folder for the run folders and the summary")
     c.add_argument("--resume", action="store_true", help="skip finished runs and continue interrupted ones")
+    c.add_argument("--html-only", action="store_true", help="write the figures as HTML only (no PNG)")
     _add_run_options(c)
     c.set_defaults(handler=_cmd_compare, command_parser=c)
 
@@ -854,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw every step size of a grid (default: the best step size per method, by mean final "
         "training loss)",
     )
+    q.add_argument("--html-only", action="store_true", help="write the figures as HTML only (no PNG)")
     q.set_defaults(handler=_cmd_plot, command_parser=q)
 
     _add_reproduce_parser(sub)

@@ -72,6 +72,7 @@ def test_compare_then_plot(tmp_path, capsys):
         "3",
         "--out",
         str(out),
+        "--html-only",
         *QUICK,
     ]
     assert main(argv) == 0
@@ -83,7 +84,8 @@ def test_compare_then_plot(tmp_path, capsys):
     assert seeds == [0, 1]
 
     figs = tmp_path / "figs"
-    assert main(["plot", str(out), "--out", str(figs), "--x", "backprops", "epoch"]) == 0
+    plot = ["plot", str(out), "--out", str(figs), "--x", "backprops", "epoch", "--all", "--html-only"]
+    assert main(plot) == 0
     names = {p.name for p in figs.iterdir()}
     assert {"train_loss_vs_backprops.html", "train_loss_vs_epoch.html", "tr_traces.html"} <= names
 

@@ -34,6 +34,7 @@ def test_compare_without_a_budget_flag_runs_the_default_backprops_and_leaves_the
                 "--no-progress",
                 "--eval-every",
                 "50",
+                "--html-only",
             ]
         )
         == 0
@@ -60,6 +61,7 @@ def test_plot_draws_the_best_step_size_unless_all(tmp_path, capsys):
         "--out",
         str(out),
         "--no-progress",
+        "--html-only",
     ]
     assert main(argv) == 0
     losses = {
@@ -68,10 +70,11 @@ def test_plot_draws_the_best_step_size_unless_all(tmp_path, capsys):
     }
     best = min(losses, key=losses.get)
     capsys.readouterr()
-    assert main(["plot", str(out), "--out", str(tmp_path / "fig"), "--x", "backprops"]) == 0
+    assert main(["plot", str(out), "--out", str(tmp_path / "fig"), "--x", "backprops", "--html-only"]) == 0
     html = (tmp_path / "fig" / "train_loss_vs_backprops.html").read_text()
     assert f"Adam (lr={float(best):g})" in html
     assert f"Adam (lr={float(max(losses, key=losses.get)):g})" not in html
-    assert main(["plot", str(out), "--all", "--out", str(tmp_path / "all"), "--x", "backprops"]) == 0
+    plot_all = ["plot", str(out), "--all", "--out", str(tmp_path / "all"), "--x", "backprops", "--html-only"]
+    assert main(plot_all) == 0
     html = (tmp_path / "all" / "train_loss_vs_backprops.html").read_text()
     assert "Adam (lr=0.0001)" in html and "Adam (lr=0.03)" in html
