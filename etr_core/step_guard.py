@@ -135,6 +135,7 @@ class StepGuard:
         self._calls = 0
         self._pending_w = False  # buffers must return to the state after the call at w by the end
         self.rng: RandomStateFork | None = None
+        self.backward_hooked: list[str] = []  # modules whose backward hooks also see Hessian products
 
     # -- context -------------------------------------------------------------------------------------
     def __enter__(self) -> StepGuard:
@@ -166,6 +167,11 @@ class StepGuard:
             # the graph; the compiled module's own (eager) call already snapshotted its submodules
             return
         if threading.get_ident() == self._thread and id(module) not in self._seen:
+            self.backward_hooked += [
+                type(sub).__name__
+                for sub in module.modules()
+                if sub._backward_hooks or sub._backward_pre_hooks
+            ]
             _snapshot_into(self._start, self._seen, module)
 
     # -- the step's milestones -----------------------------------------------------------------------

@@ -14,10 +14,12 @@
 Gradient hooks (``p.register_hook``) fire once per step, on the gradient at ``w``, in registration
 order, before the ellipsoid update and the model: a clipping hook clips the ``g`` of the model
 ``g^T s + 1/2 s^T H s`` exactly as it clips what Adam sees. They are not applied to Hessian-vector
-products (the curvature is the loss's, never a hook's) nor to the trial evaluation. Hooks that
-act through ``.grad`` accumulation (``register_post_accumulate_grad_hook``) do not fire: no
-``backward()`` runs. Module backward hooks (``register_full_backward_hook``) are part of the graph
-and do run during Hessian products; use tensor hooks for gradient surgery.
+products (the curvature is the loss's, never a hook's) nor to the trial evaluation. Hooks registered
+with ``register_post_accumulate_grad_hook`` fire once per step, when ``p.grad`` is set (as after
+``backward()``). Module backward hooks (``register_full_backward_hook``) are part of the graph and
+also run during Hessian products: the first step that meets one warns once (counted in
+``fault_counts["module_backward_hooks"]``); use tensor hooks for gradient surgery. A step works
+under ``torch.no_grad()`` (it enables autograd for itself, like ``torch.optim.LBFGS``).
 
 Faults handled here, counted in ``opt.fault_counts`` (kept in the optimiser's state, so saved by
 ``state_dict`` and kept by ``copy.deepcopy`` and pickle) and warned once per optimiser and kind:
@@ -64,13 +66,22 @@ def guarded_step(step: F) -> F:
         guard = StepGuard(fork_rng=getattr(self, "fork_rng", True))
         self._guard = guard
         try:
-            with guard:
+            # like torch.optim.LBFGS, a step works under torch.no_grad(): it needs autograd itself
+            with guard, torch.enable_grad():
                 return step(self, *args, **kwargs)
         finally:
             self._guard = None
             g = self.__dict__.pop("_step_grad", None)
             if g is not None and getattr(self, "keep_grad", True):
                 set_gradients(self._params, g)
+            if guard.backward_hooked:
+                count_fault(
+                    self,
+                    "module_backward_hooks",
+                    f"module backward hooks on {', '.join(sorted(set(guard.backward_hooked)))} run on "
+                    "every Hessian-vector product too and can change the curvature; use tensor hooks "
+                    "(p.register_hook), which apply once to the gradient at w",
+                )
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,6 +93,9 @@ def set_gradients(params: list[Tensor], flat: Tensor) -> None:
     for p, view in zip(params, unflatten_like(flat, params)):
         if p.requires_grad:
             p.grad = view if view.dtype == p.dtype else view.to(p.dtype)
+            # as after loss.backward(): hooks registered with register_post_accumulate_grad_hook
+            for hook in list((getattr(p, "_post_accumulate_grad_hooks", None) or {}).values()):
+                hook(p)
 
 
 def _fault_counts(opt: Any) -> dict[str, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from etr_core import distributed as etr_dist
 from etr_core.hvp import HessianVectorProduct, apply_grad_hooks, flat_grad, grad_with_graph, unflatten_like
 from etr_core.optim.records import _NAN, Closure, StepRecord, _Prepared
 from etr_core.optim.state import _TRState
-from etr_core.step_support import cap_radius
+from etr_core.step_support import cap_radius, count_fault
 from etr_core.subproblem.scaling import safe_norm
 from etr_core.trust_region import classify_step, reduction_ratio, update_radius
 
@@ -119,11 +118,7 @@ class _TrustRegionBase(_TRState):
             fault=fault,
         )
         if fault is not None:
-            warnings.warn(
-                f"{type(self).__name__} step {record.step}: {fault}; parameters not moved",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            count_fault(self, fault, f"{fault}; parameters not moved")
         return record
 
     def _begin_step(
@@ -137,6 +132,7 @@ class _TrustRegionBase(_TRState):
         self._options = options = self._resolve()  # param_groups, read at every step
         self._cfg = options.config
         self._sync_state(options)
+        self._hvp_mark = self.counters["hvp"]  # the record counts every product of the step
         self._ell = self._bind_ellipsoid(options.config)
         loss_t, loss, g, hvp = self._loss_and_grad(closure, create_graph=create_graph)
         loss_t = loss_t.detach()  # the forward graph lives on only inside the Hessian products
@@ -176,6 +172,9 @@ class _TrustRegionBase(_TRState):
     def _finish(self, record: StepRecord) -> None:
         self.counters["steps"] += 1
         self.counters["hvp"] += record.hvp_calls
+        mark = self.__dict__.pop("_hvp_mark", None)
+        if mark is not None:  # estimator probes and the automatic radius's product included
+            record.hvp_calls = self.counters["hvp"] - mark
         if record.accepted:
             self.counters["accepted"] += 1
         if record.quality != "none":
@@ -210,11 +209,7 @@ class _TrustRegionBase(_TRState):
                 grow_only_on_boundary=self._cfg.grow_only_on_boundary,
             )
         if fault is not None:
-            warnings.warn(
-                f"{type(self).__name__} step {self.counters['steps']}: {fault}; step rejected",
-                RuntimeWarning,
-                stacklevel=stacklevel + 1,
-            )
+            count_fault(self, fault, f"{fault}; step rejected")
         return StepRecord(
             step=self.counters["steps"],
             loss=loss,

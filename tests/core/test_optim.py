@@ -223,8 +223,11 @@ def test_nonfinite_loss_at_w_does_not_move_and_keeps_radius():
     assert opt.counters == {"forward": 1, "backward": 0, "hvp": 0, "steps": 1, "accepted": 0}
     # the ellipsoid never saw the bad point: the accumulator is still the fresh v = 0
     assert all(torch.equal(opt.state[p]["v"], torch.zeros_like(p)) for p in model.parameters())
-    with pytest.warns(RuntimeWarning, match="nonfinite_loss"):
+    # the same fault again is counted, not warned again (one line per optimiser and kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         opt.step(lambda: nn.functional.cross_entropy(model(X), y) + float("inf"))
+    assert opt.last_step.fault == "nonfinite_loss" and opt.fault_counts["nonfinite_loss"] == 2
 
 
 def test_nonfinite_gradient_does_not_move():

@@ -18,7 +18,7 @@ FAST = {"device": "cpu", "eval_every": 2, "data_options": {"max_train": 256}}
 
 def _cfg(**kwargs) -> TrainConfig:
     options = {**FAST, **kwargs}
-    if options.get("method", "TR_rms").startswith("TR"):
+    if METHODS[options.get("method", "TR_rms")].family == "tr":
         options.setdefault("batch_size", 128)
     return TrainConfig(**options)
 
@@ -40,7 +40,7 @@ def test_every_method_runs_and_counts_exactly(method):
         assert (last["forward"], last["backward"], last["hvp"]) == (3, 3, 0)
         assert last["lr"] == METHODS[method].default_lr
     assert last["backprops"] == last["backward"] + last["hvp"]
-    batch = 128 if method.startswith("TR") else 32
+    batch = 128 if METHODS[method].family == "tr" else 32
     assert last["samples"] == 3 * batch and last["epoch"] == pytest.approx(3 * batch / 256)
     assert last["seconds"] > 0
     assert [e["step"] for e in result.evals] == [0, 2, 3]
