@@ -840,6 +840,7 @@ class _Trainer:
             "quality": rec.quality,
             "cg_iterations": rec.cg_iterations,
             "hvp_calls": rec.hvp_calls,
+            "other_hvp_calls": rec.other_hvp_calls,
             "exit": rec.exit,
             "trial_loss": rec.trial_loss,
             "pred_reduction": rec.pred_reduction,

@@ -132,7 +132,7 @@ class _TrustRegionBase(_TRState):
         self._options = options = self._resolve()  # param_groups, read at every step
         self._cfg = options.config
         self._sync_state(options)
-        self._hvp_mark = self.counters["hvp"]  # the record counts every product of the step
+        self._hvp_mark = self.counters["hvp"]  # the record accounts for every product of the step
         self._ell = self._bind_ellipsoid(options.config)
         loss_t, loss, g, hvp = self._loss_and_grad(closure, create_graph=create_graph)
         loss_t = loss_t.detach()  # the forward graph lives on only inside the Hessian products
@@ -173,8 +173,8 @@ class _TrustRegionBase(_TRState):
         self.counters["steps"] += 1
         self.counters["hvp"] += record.hvp_calls
         mark = self.__dict__.pop("_hvp_mark", None)
-        if mark is not None:  # estimator probes and the automatic radius's product included
-            record.hvp_calls = self.counters["hvp"] - mark
+        if mark is not None:  # products outside the solver: estimator probes, the automatic radius
+            record.other_hvp_calls = self.counters["hvp"] - mark - record.hvp_calls
         if record.accepted:
             self.counters["accepted"] += 1
         if record.quality != "none":

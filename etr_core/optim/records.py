@@ -27,6 +27,9 @@ class StepRecord:
     ``rho`` their ratio in float64 (Eq. 10). ``quality`` is "very_successful" | "successful" |
     "unsuccessful", "none" when no step was proposed (zero or non-finite gradient or loss), or
     "forced" for ``FirstOrderTR(radius_rule="eta")``, which accepts every step untested.
+    ``hvp_calls`` counts the subproblem solver's Hessian-vector products, ``other_hvp_calls`` the
+    step's others (the Hessian-diagonal ellipsoid's probes, the automatic initial radius's product):
+    ``counters["hvp"]`` grows by their sum.
     """
 
     step: int
@@ -47,6 +50,7 @@ class StepRecord:
     grad_norm: float
     ellipsoid_updated: bool
     fault: str | None = None
+    other_hvp_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -88,9 +88,8 @@ def test_trainer_resolves_fast_and_hands_the_sub_batch_to_the_optimiser():
     assert result.stop_reason == "max_steps"
     # per step two backward passes: the gradient of the batch at w and the Hessian sub-batch's graph
     assert result.summary["backward"] == 6
-    # the Hessian products: each step's own; the first step's include the automatic initial radius's
-    assert result.summary["hvp"] == sum(r["hvp_calls"] for r in result.steps)
-    assert result.steps[0]["hvp_calls"] >= result.steps[0]["cg_iterations"] + 1
+    # the Hessian products: each step's own, plus one for the automatic initial radius
+    assert result.summary["hvp"] == sum(r["hvp_calls"] for r in result.steps) + 1
     assert math.isfinite(result.steps[-1]["loss"])
 
 

@@ -31,7 +31,7 @@ def test_every_method_runs_and_counts_exactly(method):
     if METHODS[method].family == "tr":
         # one gradient backprop per step, HVPs as reported by each step's own record
         assert last["backward"] == 3
-        assert last["hvp"] == sum(r["hvp_calls"] for r in result.steps)
+        assert last["hvp"] == sum(r["hvp_calls"] + r["other_hvp_calls"] for r in result.steps)
         # one forward at w, plus one at the trial point whenever the step was evaluated
         trials = sum(1 for r in result.steps if not math.isnan(r["trial_loss"]))
         assert last["forward"] == 3 + trials
