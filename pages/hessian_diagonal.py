@@ -22,6 +22,7 @@ from etr_core.curvature import (
     wigner_mass_exact,
 )
 from etr_core.data import available_datasets, default_root
+from etr_core.errors import user_message
 from etr_core.hessian_analysis import PHASES, layout, parameter_count
 from etr_core.hessian_experiment import summarize
 from etr_core.hessian_plan import (
@@ -158,7 +159,7 @@ root = str(default_root())  # resolved here: worker processes may have another e
 try:
     x_np, _, num_classes = page_dataset(data, root)
 except (OSError, ValueError) as err:
-    st.warning(f"The data set {data!r} could not be loaded: {err}")
+    st.error(f"The data set {data!r} could not be loaded: {user_message(err) or err}")
     st.stop()
 sizes = (x_np.shape[1], *([int(width)] * int(depth)), num_classes)
 d = parameter_count(sizes)

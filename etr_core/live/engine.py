@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from etr_core.errors import user_message
 from etr_core.live.history import (
     CONVERGED,
     DIVERGED,
@@ -249,7 +250,8 @@ class RunEngine:
                 self._set_status(method, FINISHED)
         except Exception as exc:  # reported to the page; the other methods carry on
             self.sink(("traceback", method.name, traceback.format_exc()))
-            self._set_status(method, FAILED, f"{type(exc).__name__}: {exc}")
+            # a user error (bad data file, bad setting) reads as the CLI's one-line sentence
+            self._set_status(method, FAILED, user_message(exc) or f"{type(exc).__name__}: {exc}")
         finally:
             if self.warnings is not None and self.warnings.count(method.name):
                 self.sink(("warnings", method.name, self.warnings.count(method.name)))

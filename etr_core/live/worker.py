@@ -21,6 +21,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
+from etr_core.errors import user_message
 from etr_core.live.engine import RunEngine
 from etr_core.live.history import FAILED
 from etr_core.live.monitor import StallRule, WarningCounter
@@ -179,7 +180,7 @@ def worker_main(conn: Any, stop_event: Any, spec: WorkerSpec) -> None:
                            stall_rule=spec.stall_rule, data=data, warnings=counter)
         engine.run()
     except BaseException as exc:  # the server shows it; the process ends either way
-        event = ("run", FAILED, f"the worker failed: {type(exc).__name__}: {exc}")
+        event = ("run", FAILED, user_message(exc) or f"the worker failed: {type(exc).__name__}: {exc}")
         if sink is not None:
             sink(("traceback", "run", traceback.format_exc()))
             sink(event)

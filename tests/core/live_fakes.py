@@ -32,6 +32,7 @@ class FakeConfig:
     cost: int = 1  # backprops per step
     eval_every: int = 2
     fail_at: int | None = None
+    fail_with: str | None = None  # at fail_at, raise ValueError(fail_with) (a user error) instead
     sleep: float = 0.0
     gate: threading.Event | None = None  # the first step waits for it
     losses: tuple[float, ...] | None = None  # mini-batch loss of step i (last one repeated)
@@ -72,6 +73,8 @@ class FakeTrain:
             step += 1
             backprops += config.cost
             if config.fail_at is not None and step == config.fail_at:
+                if config.fail_with is not None:
+                    raise ValueError(config.fail_with)
                 raise RuntimeError(f"boom in {config.method}")
             if config.exit_at is not None and step == config.exit_at:
                 os._exit(3)

@@ -152,6 +152,20 @@ def test_stop_is_cooperative_prompt_and_keeps_the_rows() -> None:
     assert len(run.snapshot().steps) == len(snap.steps)  # nothing trains after the stop
 
 
+def test_a_user_error_reads_as_the_cli_sentence() -> None:
+    from etr_core.errors import user_message
+
+    text = "data file train-labels-idx1-ubyte.gz: label 10 outside [0, 10)\nfix the labels"
+    run, _ = _run([FakeConfig("A", fail_at=1, fail_with=text)])
+    run.start()
+    assert run.join(20)
+    snap = run.snapshot()
+    assert snap.status == "failed"
+    assert snap.errors == {"A": user_message(ValueError(text))}
+    assert snap.errors["A"] == ("data file train-labels-idx1-ubyte.gz: label 10 outside [0, 10); "
+                                "fix the labels")
+
+
 def test_exception_is_captured_and_other_methods_finish() -> None:
     run, _ = _run([FakeConfig("A"), FakeConfig("B", fail_at=3), FakeConfig("C")])
     run.start()
