@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(chromium_path: str) -> Iterator[str]:
+@contextmanager
+def streamlit_server(log_name: str, env: dict[str, str]) -> Iterator[str]:
+    """``streamlit run app.py`` on a free port with ``env``, output in ``artifacts/browser/log_name``;
+    yields the base URL once the server answers its health check, and stops it afterwards."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    log = open(ARTIFACTS / "streamlit.log", "w")  # closed in teardown
-    env = dict(os.environ, ETR_LIVE_MAX_STEPS_CAP="400")
+    log = open(ARTIFACTS / log_name, "w")  # closed in teardown
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -64,8 +66,7 @@ def server(chromium_path: str) -> Iterator[str]:
     else:
         proc.kill()
         log.close()
-        pytest.fail("streamlit server did not become healthy within 120 s; "
-                    "see artifacts/browser/streamlit.log")
+        pytest.fail(f"streamlit server did not become healthy within 120 s; see artifacts/browser/{log_name}")
     try:
         yield url
     finally:
@@ -75,6 +76,12 @@ def server(chromium_path: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(chromium_path: str) -> Iterator[str]:
+    with streamlit_server("streamlit.log", dict(os.environ, ETR_LIVE_MAX_STEPS_CAP="400")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

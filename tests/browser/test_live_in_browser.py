@@ -10,98 +10,29 @@ the summary and the CSV download are there. Screenshots go to ``artifacts/browse
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
+import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import streamlit_server
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
 # a run long enough to be interrupted: two methods, a large budget, at most 300 s
 LONG_RUN = "lt_methods=TR_rms,Adam&lt_budget=20000&lt_max_steps=20000&lt_max_seconds=300&lt_eval_every=10"
 
 
-def _chromium() -> str | None:
-    explicit = os.environ.get("ETR_CHROMIUM")
-    if explicit:
-        return explicit
-    return next((found for name in ("chromium", "chromium-browser", "google-chrome")
-                 if (found := shutil.which(name))), None)
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    path = _chromium()
-    if path is None:
-        print("\n!! BROWSER TESTS SKIPPED: no chromium found "
-              "(install Debian's 'chromium' or set ETR_CHROMIUM)", file=sys.stderr)
-        pytest.skip("no chromium binary available")
-    pytest.importorskip("playwright.sync_api")
-    return path
-
-
 @pytest.fixture(scope="module")
 def server(chromium_path: str) -> Iterator[str]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(ARTIFACTS / "streamlit_live.log", "w")  # closed in teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        log.close()
-        pytest.fail("streamlit server did not become healthy within 120 s; "
-                    "see artifacts/browser/streamlit_live.log")
-    try:
+    """A server of this module's own, without the shared one's step cap: the run must be long."""
+    with streamlit_server("streamlit_live.log", dict(os.environ)) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=chromium_path, headless=True,
-                                              args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def _points(page) -> int:
@@ -161,17 +92,25 @@ def test_a_live_run_survives_reload_reconnect_and_a_second_tab(server: str, brow
         _wait_points(other, seen)
         other.close()
 
+        # the Stop button is briefly disabled while a rerun redraws it: wait for it rather than read it
+        # once (a slow machine may still finish the run first)
         stop = main.get_by_role("button", name="Stop")
-        ended = "Run stopped" if stop.is_enabled() else "Run finished"  # a slow machine may finish first
-        if ended == "Run stopped":
-            stop.click(no_wait_after=True)
-        page.get_by_text(ended).wait_for(timeout=120_000)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if stop.is_enabled():
+                stop.click(no_wait_after=True)
+                break
+            page.wait_for_timeout(500)
+        ended = re.compile(r"Run (stopped|finished)\.")
+        page.get_by_text(ended).wait_for(timeout=180_000)
         stopped = _wait_points(page, seen)
         page.reload(wait_until="domcontentloaded")
         page.get_by_text(ended).wait_for(timeout=180_000)
         assert _wait_points(page, stopped) == stopped  # Stop kept every point; nothing trains after it
+        # the summary and the CSV are drawn after the status line: wait for them, then count
+        page.get_by_test_id("stDownloadButton").first.wait_for(timeout=120_000)
+        page.get_by_test_id("stDataFrame").first.wait_for(timeout=120_000)
         assert page.get_by_test_id("stDownloadButton").count() == 1
-        assert page.get_by_test_id("stDataFrame").count() >= 1
         page.screenshot(path=str(ARTIFACTS / "live_after_reload.png"), full_page=True, timeout=120_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         assert not errors, errors
