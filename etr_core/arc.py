@@ -37,7 +37,6 @@ from torch import Tensor
 
 from etr_core._validation import check_positive, check_real
 from etr_core.config import TRConfig
-from etr_core.hvp import grad_with_graph
 from etr_core.optim.base import _TrustRegionBase
 from etr_core.optim.options import TORCH_GROUP_KEYS, GroupOptions
 from etr_core.optim.records import _NAN, Closure
@@ -153,13 +152,7 @@ class EllipsoidalARC(_TrustRegionBase):
         loss, g, hvp, grad_norm, updated, m = prep
         del prep
         if hessian_closure is not None:
-            h_loss = self._evaluate(hessian_closure, grad_enabled=True)
-            self._check_no_backward()
-            _, hvp = grad_with_graph(h_loss, self._params, allow_frozen=True)
-            self.counters["backward"] += 1
-            if hasattr(self._ell, "update_curvature"):  # the Hessian ellipsoid probes the Hessian batch
-                updated = self._update_ellipsoid(g, hvp)
-                m = self._ell.diag(like=g)
+            hvp, updated, m = self._hessian_batch(hessian_closure, g, updated, m)
         sigma = self.sigma
         c = self._cfg
         result = arc_subproblem(g, self._reduced(hvp), sigma, m, kappa=c.krylov_tol, theta=c.theta,

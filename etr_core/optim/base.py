@@ -150,6 +150,20 @@ class _TrustRegionBase(_TRState):
         cap_radius(self, g.dtype)
         return loss_t, _Prepared(loss, g, hvp, grad_norm, updated, self._ell.diag(like=g))
 
+    def _hessian_batch(
+        self, hessian_closure: Closure, g: Tensor, updated: bool, m: Tensor
+    ) -> tuple[HessianVectorProduct, bool, Tensor]:
+        """Algorithm 1's separate Hessian batch: its graph (one counted backward), and for the
+        Hessian-diagonal ellipsoid the probes of that batch. Returns (hvp, updated, m)."""
+        h_loss = self._evaluate(hessian_closure, grad_enabled=True)
+        self._check_no_backward()
+        _, hvp = grad_with_graph(h_loss, self._params, allow_frozen=True)
+        self.counters["backward"] += 1
+        if hasattr(self._ell, "update_curvature"):  # the Hessian ellipsoid probes the Hessian batch
+            updated = self._update_ellipsoid(g, hvp)
+            m = self._ell.diag(like=g)
+        return hvp, updated, m
+
     def _update_ellipsoid(self, g: Tensor, hvp: HessianVectorProduct | None = None) -> bool:
         if not (self._cfg.ellipsoid_update == "every_iteration" or self._last_accepted):
             return False

@@ -12,7 +12,7 @@ from torch import Tensor
 from etr_core import distributed as etr_dist
 from etr_core.config import TRConfig
 from etr_core.hessian_batch import subbatch_closure
-from etr_core.hvp import HessianVectorProduct, grad_with_graph
+from etr_core.hvp import HessianVectorProduct
 from etr_core.initial_radius import cauchy_radius
 from etr_core.optim.base import _TrustRegionBase
 from etr_core.optim.options import ELLIPSOIDAL_OPTIONS, build_config, defaults_for
@@ -147,13 +147,7 @@ class EllipsoidalTR(_TrustRegionBase):
         loss, g, local_hvp, grad_norm, updated, m = prep
         del prep  # the only other reference to the retained graph (freed below)
         if hessian_closure is not None:
-            h_loss = self._evaluate(hessian_closure, grad_enabled=True)
-            self._check_no_backward()
-            _, local_hvp = grad_with_graph(h_loss, self._params, allow_frozen=True)
-            self.counters["backward"] += 1
-            if hasattr(self._ell, "update_curvature"):  # the Hessian ellipsoid probes the Hessian batch
-                updated = self._update_ellipsoid(g, local_hvp)
-                m = self._ell.diag(like=g)
+            local_hvp, updated, m = self._hessian_batch(hessian_closure, g, updated, m)
         if self._cfg.auto_radius and "auto_radius" not in self._region:
             self._choose_radius(g, self._reduced(local_hvp), m)
         result = self._solve(g, self._reduced(local_hvp), m)
