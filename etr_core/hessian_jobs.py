@@ -12,6 +12,11 @@ browser session) holds at most one job per *lane*, and submitting another releas
 which is cancelled once nobody holds it. Every job has a CPU budget: the executor receives the
 budget left and must stop a unit that overruns it (:class:`BudgetExceeded`); the job then ends in
 state ``"capped"``. Cancellation takes effect between units.
+
+Every unit's CPU is also reported to ``charge(payer, seconds)`` when the registry has one (the
+server's rolling per-browser budget, :mod:`etr_core.cpu_budget`): the payer is the one given by the
+job's first holder that still holds it (whoever asked first pays; sessions sharing the job later
+get it free, like a cached result).
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ class Job:
     state: str = QUEUED
     message: str = "waiting for a free slot"
     cpu_seconds: float = 0.0
+    payers: dict[Hashable, Hashable] = field(default_factory=dict)  # holder -> who pays, in order held
     error: BaseException | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     finished_event: threading.Event = field(default_factory=threading.Event)
@@ -150,6 +156,7 @@ class Job:
 
 
 Executor = Callable[[Any, ResultCache, float], tuple[dict[Hashable, Any], float]]
+Charge = Callable[[Hashable, float], None]
 
 
 class JobRegistry:
@@ -157,12 +164,14 @@ class JobRegistry:
 
     ``execute(unit, cache, budget_seconds) -> (results, cpu_seconds)`` computes one unit (reading
     what it depends on from ``cache``) and returns every key/value to cache and the CPU it used;
-    it raises :class:`BudgetExceeded` when it had to stop at ``budget_seconds``.
+    it raises :class:`BudgetExceeded` when it had to stop at ``budget_seconds``. ``charge(payer,
+    seconds)``, when given, receives every unit's CPU (see the module docstring).
     """
 
     def __init__(self, execute: Executor, *, slots: int = 1, cpu_cap: float = 30.0,
-                 cache_items: int = 256, keep_finished: int = 64) -> None:
+                 cache_items: int = 256, keep_finished: int = 64, charge: Charge | None = None) -> None:
         self.execute = execute
+        self.charge = charge
         self.slots = PrioritySlots(slots)
         self.cpu_cap = float(cpu_cap)
         self.cache = ResultCache(cache_items)
@@ -172,11 +181,12 @@ class JobRegistry:
         self._lock = threading.Lock()
 
     def submit(self, owner: Hashable, lane: str, key: Hashable, units: Sequence[Any], *,
-               priority: int = 1, cpu_cap: float | None = None) -> Job:
+               priority: int = 1, cpu_cap: float | None = None, payer: Hashable | None = None) -> Job:
         """The job for ``key`` (shared if it runs or ran), now held by ``owner`` in ``lane``.
 
         The owner's previous job in the lane is released (and cancelled if nobody else holds
-        it). ``cpu_cap`` (default: the registry's) bounds the job's CPU seconds.
+        it). ``cpu_cap`` (default: the registry's) bounds the job's CPU seconds; ``payer``
+        (default: ``owner``) is whom ``charge`` bills for it while ``owner`` holds it.
         """
         cap = self.cpu_cap if cpu_cap is None else min(float(cpu_cap), self.cpu_cap)
         with self._lock:
@@ -193,6 +203,7 @@ class JobRegistry:
                 self._trim()
                 threading.Thread(target=self._run, args=(job,), daemon=True, name="hessian-job").start()
             job.owners.add(owner)
+            job.payers.setdefault(owner, owner if payer is None else payer)
             self._lanes[(owner, lane)] = job
             if previous is not None and previous is not job:
                 self._release(previous, owner)
@@ -216,6 +227,8 @@ class JobRegistry:
 
     def _release(self, job: Job, owner: Hashable) -> None:
         job.owners.discard(owner)
+        if job.payers.get(owner) is not None and len(job.payers) > 1:
+            job.payers.pop(owner)  # the last holder keeps paying for what still finishes
         if not job.owners and job.state not in FINAL:
             job.cancel_event.set()
 
@@ -223,6 +236,14 @@ class JobRegistry:
         finished = [k for k, j in self._jobs.items() if j.state in FINAL and not j.owners]
         for k in finished[: max(0, len(self._jobs) - self.keep_finished)]:
             del self._jobs[k]
+
+    def _charge(self, job: Job, seconds: float) -> None:
+        if self.charge is None or not seconds > 0:
+            return
+        with self._lock:
+            payer = next(iter(job.payers.values()), None)
+        if payer is not None:
+            self.charge(payer, seconds)
 
     def _run(self, job: Job) -> None:
         try:
@@ -244,7 +265,9 @@ class JobRegistry:
                         raise BudgetExceeded(f"the job used its {job.cpu_cap:.0f} s of CPU")
                     start = time.process_time()
                     results, cpu = self.execute(unit, self.cache, budget)
-                    job.cpu_seconds += cpu if cpu is not None else time.process_time() - start
+                    used = cpu if cpu is not None else time.process_time() - start
+                    job.cpu_seconds += used
+                    self._charge(job, used)
                 finally:
                     self.slots.release()
                 for k, v in results.items():
@@ -252,6 +275,7 @@ class JobRegistry:
                 job.done = index + 1
             job.state, job.message = DONE, "done"
         except BudgetExceeded as err:
+            self._charge(job, job.cpu_cap - job.cpu_seconds)  # the unit ran to the cap
             job.cpu_seconds = max(job.cpu_seconds, job.cpu_cap)
             job.state, job.message = CAPPED, str(err)
         except Exception as err:  # reported on the page, never raised into the server

@@ -16,7 +16,9 @@ each, so the server's own thread settings are never touched), at most ``slots()`
 Caps: :func:`fit_to_budget` checks the cost model (:mod:`etr_core.curvature.cost`) before anything
 starts and lowers seeds, then the Hessian's batch, then the steps until the estimate fits
 ``CPU_CAP`` seconds and ``MEMORY_CAP`` bytes; the worker enforces each job's CPU budget while it
-computes (a unit that overruns stops with :class:`~etr_core.hessian_jobs.BudgetExceeded`).
+computes (a unit that overruns stops with :class:`~etr_core.hessian_jobs.BudgetExceeded`). Over
+time, every unit's CPU counts against the browser that asked for it (:mod:`etr_core.cpu_budget`,
+120 s per 10 minutes by default); the page starts nothing new while that budget is used up.
 """
 
 from __future__ import annotations
@@ -360,9 +362,14 @@ _REGISTRY: JobRegistry | None = None
 
 
 def registry() -> JobRegistry:
-    """The process-wide registry of the page's jobs (created on first use)."""
+    """The process-wide registry of the page's jobs (created on first use); every unit's CPU is
+    charged to its payer's rolling budget (:func:`etr_core.cpu_budget.default_budget`, shared with
+    live runs)."""
+    from etr_core.cpu_budget import default_budget
+
     global _REGISTRY
     with _POOL_LOCK:
         if _REGISTRY is None:
-            _REGISTRY = JobRegistry(execute, slots=slots(), cpu_cap=CPU_CAP, cache_items=512)
+            _REGISTRY = JobRegistry(execute, slots=slots(), cpu_cap=CPU_CAP, cache_items=512,
+                                    charge=default_budget().charge)
         return _REGISTRY

@@ -1,7 +1,9 @@
 """Live training for the app: runs that belong to the server (paper section 5, Figs. 3, 4, 9, 10).
 
-* :mod:`~etr_core.live.registry` -- the server's runs by id, the caps, the queue, retention;
-* :mod:`~etr_core.live.run` -- one run as the server sees it (worker, histories, state);
+* :mod:`~etr_core.live.registry` -- the server's runs by id, owners, the caps (CPU budget included),
+  the queue, retention;
+* :mod:`~etr_core.live.run` -- one run as the server sees it (state, CPU meter, owner);
+* :mod:`~etr_core.live.control` -- starting, watching and stopping a run's worker process;
 * :mod:`~etr_core.live.worker` / :mod:`~etr_core.live.engine` -- the worker process and the
   interleaved multi-method training inside it;
 * :mod:`~etr_core.live.monitor` -- converged / stalled methods, counted optimiser warnings;

@@ -99,6 +99,8 @@ class _Method:
         self.own_stop = threading.Event()
         self.backprops = 0.0
         self.steps = 0
+        # a TR method's preset ("paper", "fast", "authors") goes into every step row (the CSV)
+        self.preset = str(getattr(config, "preset", "paper")) if getattr(config, "is_tr", False) else None
         dtype = str(getattr(config, "dtype", "float32"))
         self.monitor = MethodMonitor(rule, dtype) if rule is not None else None
 
@@ -196,6 +198,8 @@ class RunEngine:
             def on_step(self, record: dict) -> None:
                 row = {k: plain(record[k]) for k in _STEP_KEYS if k in record}
                 row["method"] = method.name
+                if method.preset is not None:  # the training loop names non-default presets only
+                    row.setdefault("preset", method.preset)
                 engine.sink(("steps", [row]))
                 method.steps = int(row.get("step") or method.steps + 1)
                 method.backprops = float(row.get("backprops") or 0.0)

@@ -30,15 +30,16 @@ STEP_COLUMNS: tuple[str, ...] = (
     "method", "step", "forward", "backward", "hvp", "backprops", "epoch", "seconds", "loss",
     "rho", "radius", "accepted", "cg_iterations", "exit",
 )
-# further per-step quantities kept for the CSV (TR steps carry the model's numbers, first-order the lr)
+# further per-step quantities kept for the CSV (TR steps carry the model's numbers and their preset,
+# first-order the lr)
 STEP_EXTRAS: tuple[str, ...] = (
     "batch_size", "lr", "trial_loss", "pred_reduction", "actual_reduction", "step_m_norm", "grad_norm",
-    "fault",
+    "fault", "preset",
 )
 EVAL_COLUMNS: tuple[str, ...] = (
     "method", "step", "backprops", "epoch", "seconds", "train_loss", "train_acc", "test_loss", "test_acc",
 )
-TEXT_COLUMNS = frozenset({"method", "exit", "fault"})
+TEXT_COLUMNS = frozenset({"method", "exit", "fault", "preset"})
 
 QUEUED = "queued"
 STARTING = "starting"

@@ -11,6 +11,11 @@ id that goes into the page's URL (``?run=<id>``), and any tab holding that id re
 * cancels a queued run nobody has looked at for ``unwatched_seconds`` (it computed nothing yet) and
   fails one that waited longer than ``queue_seconds``; a training run is never ended for lack of
   viewers: it ends by its own budget or time limit, and Stop keeps what it computed;
+* lets only a run's owner stop it (:meth:`RunRegistry.stop`); anyone with the link may watch it or
+  start a copy of it that they own (:meth:`RunRegistry.copy`);
+* charges every run's measured worker CPU to its owner's rolling budget (``budget``, a
+  :class:`etr_core.cpu_budget.CpuBudget`; the server's is shared with the Hessian page), refuses new
+  runs while that budget is used up and stops a running one when it runs out (keeping its rows);
 * keeps finished runs for re-attaching: the newest ``keep_runs`` (``ETR_LIVE_KEEP_RUNS``, 20), each
   for ``keep_seconds`` after it ended (``ETR_LIVE_KEEP_SECONDS``, one hour), and drops the oldest
   finished runs first while all kept runs together hold more than ``max_rows`` recorded rows
@@ -25,6 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from etr_core.cpu_budget import CpuBudget, default_budget, describe_wait
 from etr_core.live.history import QUEUED
 from etr_core.live.run import LiveRun
 from etr_core.live.settings import env_limit
@@ -62,6 +68,7 @@ class RunRegistry:
         max_rows: int = 2_000_000,
         queue_seconds: float = 900.0,
         unwatched_seconds: float = 60.0,
+        budget: CpuBudget | None = None,
     ) -> None:
         self.max_running = max_running
         self.max_per_owner = max_per_owner
@@ -71,6 +78,7 @@ class RunRegistry:
         self.max_rows = max_rows
         self.queue_seconds = queue_seconds
         self.unwatched_seconds = unwatched_seconds
+        self.budget = budget
         self._lock = threading.RLock()
         self._runs: dict[str, LiveRun] = {}
         self._queue: list[LiveRun] = []
@@ -86,7 +94,7 @@ class RunRegistry:
             max_queue=env_limit("ETR_LIVE_MAX_QUEUE"), keep_runs=env_limit("ETR_LIVE_KEEP_RUNS"),
             keep_seconds=env_limit("ETR_LIVE_KEEP_SECONDS"), max_rows=env_limit("ETR_LIVE_MAX_ROWS"),
             queue_seconds=env_limit("ETR_LIVE_QUEUE_SECONDS"),
-            unwatched_seconds=env_limit("ETR_LIVE_UNWATCHED_SECONDS"),
+            unwatched_seconds=env_limit("ETR_LIVE_UNWATCHED_SECONDS"), budget=default_budget(),
         )
 
     # ------------------------------------------------------------------ submitting and finding
@@ -94,8 +102,11 @@ class RunRegistry:
         """Create a run (options as :class:`LiveRun`), start it or queue it; returns it.
 
         Raises :class:`RunRefused` when ``owner`` already has ``max_per_owner`` runs queued or
-        training, or ``max_queue`` runs are waiting; ``ValueError``/``TypeError`` for bad options."""
+        training, has used up its CPU budget, or ``max_queue`` runs are waiting;
+        ``ValueError``/``TypeError`` for bad options."""
         self.maintain()
+        if owner is not None and self.budget is not None and self.budget.exhausted(owner):
+            raise RunRefused(self.budget.message(owner))
         with self._lock:
             if owner is not None:
                 mine = [r for r in self._runs.values() if r.owner == owner and r.running]
@@ -111,6 +122,7 @@ class RunRegistry:
             run = LiveRun(configs, **run_options)
             run.owner = owner
             run.add_end_callback(self._ended)
+            run.add_cpu_callback(self._charge)
             self._runs[run.id] = run
             self._queue.append(run)
             self._queued_at[run.id] = time.monotonic()
@@ -127,6 +139,36 @@ class RunRegistry:
         if run is not None:
             run.last_seen = time.monotonic()
         return run
+
+    def stop(self, run_id: Any, owner: str | None) -> bool:
+        """Stop the run ``run_id`` if ``owner`` started it; ``False`` (nothing done) for anyone else, an
+        unknown id or ``owner=None``. What the run computed is kept."""
+        run = self.get(run_id)
+        if run is None or owner is None or run.owner != owner:
+            return False
+        run.stop("user")
+        return True
+
+    def copy(self, run_id: Any, owner: str | None) -> LiveRun:
+        """Submit a new run with exactly the settings of run ``run_id``, owned by ``owner``.
+
+        Raises :class:`RunRefused` when the run is not on this server (any more) or a cap applies."""
+        run = self.get(run_id)
+        if run is None:
+            raise RunRefused(f"run {run_id!r} is not on this server (any more); start a new one instead")
+        configs, options = run.copy_arguments()
+        return self.submit(configs, owner=owner, **options)
+
+    def _charge(self, run: LiveRun, seconds: float) -> None:
+        """A run's worker reported ``seconds`` more CPU: charge its owner; stop it once the budget is out."""
+        budget = self.budget
+        if budget is None or run.owner is None:
+            return
+        budget.charge(run.owner, seconds)
+        if run.running and budget.exhausted(run.owner):
+            run.stop("budget", note=(
+                f"This browser used its CPU budget ({budget.seconds:g} s per {describe_wait(budget.window)}, "
+                f"ETR_SESSION_CPU_SECONDS); everything computed so far is kept."))
 
     def runs(self) -> list[LiveRun]:
         with self._lock:

@@ -2,9 +2,12 @@
 
 :class:`LiveRun` starts the training of several methods (:class:`etr_core.live.engine.RunEngine`)
 in a worker process (:mod:`etr_core.live.worker`; ``in_process=True`` runs it in a thread instead,
-for tests with stand-in training functions), receives the worker's events on a reader thread and
-keeps them in columnar histories. Pages only call :meth:`LiveRun.snapshot` (optionally for the rows
-since the last ones they saw) and :meth:`LiveRun.stop`; no UI framework is imported here.
+for tests with stand-in training functions). :class:`etr_core.live.control.RunControl` starts and
+watches that worker and pumps its events here; :class:`etr_core.live.state.RunState` keeps them in
+columnar histories; this class ties the two together, meters the worker's CPU for the owner's
+budget (:mod:`etr_core.cpu_budget`) and is what the registry and the pages hold. Pages only call
+:meth:`LiveRun.snapshot` (optionally for the rows since the last ones they saw) and
+:meth:`LiveRun.stop`; no UI framework is imported here.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from etr_core._validation import check_choice, check_int, check_positive
+from etr_core.live.control import RunControl
 from etr_core.live.engine import SCHEDULES, RunEngine, _config_method
-from etr_core.live.history import FAILED, QUEUED, STARTING, STOPPED, LiveSnapshot
+from etr_core.live.history import FAILED, FINISHED, QUEUED, STOPPED, LiveSnapshot
 from etr_core.live.monitor import StallRule
 from etr_core.live.state import RunState
-from etr_core.live.worker import WorkerSpec, mp_context, start_process, worker_main
+from etr_core.live.worker import WorkerSpec
 
 __all__ = ["LiveRun", "new_run_id", "stop_all_runs"]
 
@@ -60,6 +64,7 @@ class LiveRun:
     replaces :func:`etr_core.training.train` (it must be picklable unless ``in_process``).
     ``settings`` is kept with the run for the pages that show it (targets, thresholds).
     ``share_data=False`` lets every method load its own copy of the data (for measurements).
+    The worker itself is handled by :class:`etr_core.live.control.RunControl`.
     """
 
     def __init__(
@@ -109,13 +114,15 @@ class LiveRun:
         self._state = RunState(self.id, names, configs, device=self.device, max_seconds=self.max_seconds,
                                max_backprops=self.max_backprops, running_message=self._running_message(),
                                settings=self.settings)
-        self._lock = threading.Lock()  # the control fields below; the state has its own lock
-        self._stop_event: Any = None
-        self._stop_reason: str | None = None
-        self._stop_requested_at: float | None = None
-        self._thread: threading.Thread | None = None
-        self._process: Any = None
         self._on_end: list[Callable[[LiveRun], None]] = []
+        self._on_cpu: list[Callable[[LiveRun, float], None]] = []
+        self._lock = threading.Lock()  # the CPU meter and the callback lists
+        self._cpu = 0.0
+        self._stop_note: str | None = None
+        self._control = RunControl(
+            f"etr-live-{self.id}", self._state, apply=self._apply, ended=self._ended, make_spec=self._spec,
+            run_in_process=self._engine_in_process, in_process=self.in_process, max_seconds=self.max_seconds,
+            grace=lambda: (STOP_GRACE_S, OVERRUN_GRACE_S))
         with _ALL_RUNS_LOCK:
             _ALL_RUNS.add(self)
 
@@ -158,9 +165,33 @@ class LiveRun:
         """Rows held (steps and evaluations), for the registry's memory bound."""
         return len(self._state.steps) + len(self._state.evals)
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds the run's worker process used so far (measured in the worker; for an in-process
+        run, the seconds since training began, an upper bound of its single computing thread)."""
+        with self._lock:
+            return self._cpu
+
+    @property
+    def _process(self) -> Any:
+        return self._control.process
+
+    def copy_arguments(self) -> tuple[list[Any], dict[str, Any]]:
+        """``(configs, options)`` that start a new run with exactly this run's settings."""
+        options = dict(max_seconds=self.max_seconds, max_backprops=self.max_backprops, schedule=self.schedule,
+                       torch_threads=self.torch_threads, nice=self.nice, stall_rule=self.stall_rule,
+                       train_fn=self._train_fn, in_process=self.in_process, settings=dict(self.settings),
+                       share_data=self.share_data)
+        return list(self._configs), options
+
     def add_end_callback(self, callback: Callable[[LiveRun], None]) -> None:
         """``callback(run)`` once the run has ended (called from the run's own thread)."""
         self._on_end.append(callback)
+
+    def add_cpu_callback(self, callback: Callable[[LiveRun, float], None]) -> None:
+        """``callback(run, seconds)`` each time the worker reports more CPU used (about once a second,
+        from the run's reader thread); ``seconds`` is the increase since the last report."""
+        self._on_cpu.append(callback)
 
     def mark_queued(self, message: str) -> None:
         """Set by the registry while the run waits for a training slot."""
@@ -169,121 +200,74 @@ class LiveRun:
     # ------------------------------------------------------------------ control
     def start(self) -> LiveRun:
         """Start the worker (once); returns ``self``."""
-        with self._lock:
-            if self._thread is not None:
-                raise RuntimeError("this LiveRun was already started; create a new one")
-            if not self._state.set_waiting(STARTING, "Starting the worker process."):
-                return self  # stopped while queued
-            if self.in_process:
-                self._stop_event = threading.Event()
-                self._thread = threading.Thread(target=self._main_in_process, name=f"etr-live-{self.id}",
-                                                daemon=True)
-            else:
-                ctx = mp_context()
-                self._stop_event = ctx.Event()
-                receiver, sender = ctx.Pipe(duplex=False)
-                spec = WorkerSpec(self.id, self._configs, self.max_seconds, self.max_backprops, self.schedule,
-                                  self.torch_threads, self.nice, self.stall_rule, self._train_fn,
-                                  self.share_data)
-                self._process = ctx.Process(target=worker_main, args=(sender, self._stop_event, spec),
-                                            name=f"etr-live-{self.id}", daemon=True)
-                self._thread = threading.Thread(target=self._pump, args=(receiver, sender),
-                                                name=f"etr-live-{self.id}", daemon=True)
-            stop_now = self._stop_reason is not None
-        if stop_now:
-            self._stop_event.set()
-        if self._process is not None:
-            start_process(self._process)
-        self._thread.start()
+        self._control.start()
         return self
 
-    def stop(self, reason: str = "user") -> None:
+    def stop(self, reason: str = "user", note: str | None = None) -> None:
         """Ask every method to stop after its current step (returns at once). A queued run ends here;
-        what a running one computed is kept."""
-        with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = reason
-                self._stop_requested_at = time.monotonic()
-            event, waiting = self._stop_event, self._thread is None
-        if event is not None:
-            event.set()
+        what a running one computed is kept. ``note`` is added to the run's final message (why)."""
+        if note and self._stop_note is None:
+            self._stop_note = note
+        waiting = self._control.request_stop(reason)
         message = ("Cancelled: nobody watched this queued run." if reason == "abandoned"
                    else "Stopped while queued.")
+        if note:
+            message += " " + note
         if waiting and self._state.set_waiting(STOPPED, message):
             self._ended()
 
     def fail_queued(self, message: str) -> None:
         """Registry: a queued run that will never get a slot."""
-        with self._lock:
-            waiting = self._thread is None
-        if waiting and self._state.set_waiting(FAILED, message):
+        if self._control.waiting and self._state.set_waiting(FAILED, message):
             self._ended()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker and the reader thread; ``True`` if they ended."""
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        return self._control.join(timeout)
 
     def is_alive(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._control.is_alive()
 
     def release(self, timeout: float = 5.0) -> bool:
         self.stop("released")
         return self.join(timeout)
 
     # ------------------------------------------------------------------ the worker's side
-    def _main_in_process(self) -> None:
-        try:
-            RunEngine(self._configs, self._state.apply, self._stop_event, max_seconds=self.max_seconds,
-                      max_backprops=self.max_backprops, schedule=self.schedule, train_fn=self._train_fn,
-                      stall_rule=self.stall_rule).run()
-        except Exception as exc:
-            self._state.apply(("run", FAILED, f"{type(exc).__name__}: {exc}"))
-        finally:
-            self._ended()
+    def _spec(self) -> WorkerSpec:
+        return WorkerSpec(self.id, self._configs, self.max_seconds, self.max_backprops, self.schedule,
+                          self.torch_threads, self.nice, self.stall_rule, self._train_fn, self.share_data)
 
-    def _pump(self, receiver: Any, sender: Any) -> None:
-        """Reader thread: apply the worker's events, enforce Stop and the time limit, reap the process."""
-        process = self._process
-        sender.close()  # the worker holds its own copy; EOF arrives when the worker ends
-        try:
-            while True:  # EOF (the worker ended, all its events read) ends the loop
-                if process.is_alive():
-                    self._watchdog(process)
-                try:
-                    if receiver.poll(0.2):
-                        self._state.apply(receiver.recv())
-                except (EOFError, OSError):
-                    break
-        finally:
-            receiver.close()
-            process.join(5.0)
-            with self._lock:
-                forced = self._stop_reason is not None
-            if self._state.active:
-                code = process.exitcode
-                message = (f"Stopped: the worker was ended after {STOP_GRACE_S:g} s without answering."
-                           if forced else f"The worker process ended unexpectedly (exit code {code}).")
-                self._state.apply(("run", STOPPED if forced else FAILED, message))
-            self._ended()
+    def _engine_in_process(self, stop_event: Any) -> None:
+        RunEngine(self._configs, self._apply, stop_event, max_seconds=self.max_seconds,
+                  max_backprops=self.max_backprops, schedule=self.schedule, train_fn=self._train_fn,
+                  stall_rule=self.stall_rule).run()
 
-    def _watchdog(self, process: Any) -> None:
-        now = time.monotonic()
+    def _apply(self, event: tuple) -> None:
+        """Fold one engine event into the state; meter CPU reports (``("cpu", total_seconds)``)."""
+        kind = event[0]
+        if kind == "cpu":
+            self._meter(event[1])
+            return
+        if kind == "run" and event[1] in (STOPPED, FINISHED, FAILED) and self._stop_note:
+            event = ("run", event[1], f"{event[2]} {self._stop_note}".strip())
+        self._state.apply(event)
+        if self.in_process and kind == "steps":
+            with self._state.lock:
+                elapsed = self._state.elapsed()
+            self._meter(elapsed)
+
+    def _meter(self, total: Any) -> None:
+        try:
+            total = float(total)
+        except (TypeError, ValueError):
+            return
         with self._lock:
-            asked = self._stop_requested_at
-        since = self._state.running_since
-        overdue = asked is not None and now - asked > STOP_GRACE_S
-        if self.max_seconds is not None and since is not None:
-            overdue |= time.perf_counter() - since > self.max_seconds + OVERRUN_GRACE_S
-        if overdue:
-            with self._lock:
-                if self._stop_reason is None:
-                    self._stop_reason = "time"
-            process.terminate()
+            delta = total - self._cpu
+            if not delta > 0:
+                return
+            self._cpu = total
+        for callback in list(self._on_cpu):
+            callback(self, delta)
 
     def _ended(self) -> None:
         with self._lock:

@@ -80,6 +80,7 @@ def comparison_configs(
     device: str = "auto",
     data_options: dict[str, Any] | None = None,
     data_root: str | os.PathLike | None = None,
+    preset: str = "paper",
 ) -> list[Any]:
     """One :class:`etr_core.training.TrainConfig` per method, sharing data, network, seed and budget.
 
@@ -87,13 +88,17 @@ def comparison_configs(
     ``eta2``, ``gamma1``) plus their own ``gamma2[method]`` where given (Table 1: 1.5 for
     ``TR_uni``/``TR_ada``, 1.75 for ``TR_rms``) and ``tr_batch_size``; first-order methods get
     ``learning_rates[method]`` and ``first_order_batch_size`` (the paper fixes 32 and grid-searches
-    the step, section 5). ``max_steps`` is lowered to :func:`max_steps_cap` where that is set. File
-    data sets are read from ``data_root`` (resolved now: ``$ETR_DATA`` or ``./data``), so a worker
-    process reads the same folder as the server. Every config is validated on construction.
+    the step, section 5). TR methods start from ``preset``: "paper" (Table 1, the default), "fast"
+    (Table 1 with the automatic initial radius, ``radius="auto"``) or "authors" (the authors' files;
+    pass no ``tr_options``/``gamma2``/``tr_batch_size`` to keep their values). ``max_steps`` is
+    lowered to :func:`max_steps_cap` where that is set. File data sets are read from ``data_root``
+    (resolved now: ``$ETR_DATA`` or ``./data``), so a worker process reads the same folder as the
+    server. Every config is validated on construction.
     """
     from etr_core.data import FILE_DATASETS, default_root
-    from etr_core.training import METHODS, TrainConfig
+    from etr_core.training import METHODS, PRESETS, TrainConfig
 
+    check_choice("preset", preset, PRESETS)
     methods = list(methods)
     if not methods:
         raise ValueError("methods must name at least one method, got an empty selection")
@@ -111,7 +116,7 @@ def comparison_configs(
             options = dict(tr_options or {})
             if gamma2 and method in gamma2:
                 options["gamma2"] = gamma2[method]
-            configs.append(TrainConfig(**common, batch_size=tr_batch_size, tr_options=options))
+            configs.append(TrainConfig(**common, batch_size=tr_batch_size, tr_options=options, preset=preset))
         else:
             lr = (learning_rates or {}).get(method)
             configs.append(TrainConfig(**common, batch_size=first_order_batch_size, lr=lr))

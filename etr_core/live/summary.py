@@ -25,9 +25,9 @@ __all__ = [
 ]
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "method", "status", "steps", "backprops", "epochs", "seconds", "final_batch_loss", "final_train_loss",
-    "final_train_acc", "final_test_acc", "backprops_to_loss", "seconds_to_loss", "backprops_to_acc",
-    "seconds_to_acc", "detail", "warnings",
+    "method", "status", "preset", "steps", "backprops", "epochs", "seconds", "final_batch_loss",
+    "final_train_loss", "final_train_acc", "final_test_acc", "backprops_to_loss", "seconds_to_loss",
+    "backprops_to_acc", "seconds_to_acc", "detail", "warnings",
 )
 
 
@@ -61,6 +61,7 @@ def summarize(
     statuses: dict[str, str] | None = None,
     notes: dict[str, str] | None = None,
     warnings: dict[str, int] | None = None,
+    presets: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per method: budget used, final numbers, and backprops / seconds to reach the targets.
 
@@ -68,7 +69,8 @@ def summarize(
     as in Fig. 3's 99%-accuracy line): the first evaluation with ``train_loss <= loss_target``
     or ``train_acc >= accuracy_target``; NaN where a target was not reached or not set. ``statuses``
     (e.g. ``"stalled"``), ``notes`` (why a method ended early) and ``warnings`` (optimiser warnings
-    counted in the worker) fill the ``status``, ``detail`` and ``warnings`` columns.
+    counted in the worker) fill the ``status``, ``detail`` and ``warnings`` columns; ``presets``
+    (a TR method's preset: "paper", "fast", "authors") the ``preset`` column ("" for the others).
     """
     if methods is None:
         seen = list(steps["method"]) + list(evals["method"]) if len(steps) + len(evals) else []
@@ -80,6 +82,7 @@ def summarize(
         row: dict[str, Any] = {
             "method": method,
             "status": (statuses or {}).get(method, ""),
+            "preset": (presets or {}).get(method, ""),
             "steps": int(pd.to_numeric(s["step"]).max()) if len(s) else 0,
             "backprops": _last_finite(s, "backprops") if len(s) else 0.0,
             "epochs": _last_finite(s, "epoch") if len(s) else 0.0,

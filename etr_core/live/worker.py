@@ -112,12 +112,15 @@ def shared_dataset(configs: list[Any]) -> Any:
 
 class PipeSink:
     """Sends engine events over a pipe: step/eval rows in batches (every ``interval`` seconds, or at
-    ``max_rows``), any other event at once and after the rows before it, so order is kept."""
+    ``max_rows``), any other event at once and after the rows before it, so order is kept; and every
+    ``cpu_every`` seconds (and at the end) ``("cpu", seconds)``, the worker process's CPU time so far,
+    which the server charges to the run's owner (:mod:`etr_core.cpu_budget`)."""
 
-    def __init__(self, conn: Any, interval: float = 0.1, max_rows: int = 500) -> None:
+    def __init__(self, conn: Any, interval: float = 0.1, max_rows: int = 500, cpu_every: float = 1.0) -> None:
         self.conn = conn
         self.interval = interval
         self.max_rows = max_rows
+        self.cpu_every = cpu_every
         self._lock = threading.Lock()
         self._rows: dict[str, list[dict]] = {"steps": [], "evals": []}
         self._done = threading.Event()
@@ -141,15 +144,20 @@ class PipeSink:
                 self._rows[kind] = []
 
     def _flush_loop(self) -> None:
+        reported = time.monotonic()
         while not self._done.wait(self.interval):
             with self._lock:
                 self._flush_locked()
+                if time.monotonic() - reported >= self.cpu_every:
+                    self.conn.send(("cpu", time.process_time()))
+                    reported = time.monotonic()
 
     def close(self) -> None:
         self._done.set()
         self._thread.join(1.0)
         with self._lock:
             self._flush_locked()
+            self.conn.send(("cpu", time.process_time()))
 
 
 def _lower_priority(nice: int) -> None:

@@ -1,0 +1,157 @@
+"""Starting, watching and stopping the computation of one live run (paper section 5).
+
+:class:`RunControl` is the process side of a :class:`etr_core.live.run.LiveRun`: it starts the
+worker process (:mod:`etr_core.live.worker`) and a reader thread that pumps the worker's events into
+the run, or, for tests with stand-in training functions, a thread that runs the engine in this
+process. It carries Stop to the worker, terminates a worker that ignores Stop or outlives its time
+limit, and reaps the process. The run's histories and statuses live in
+:class:`etr_core.live.state.RunState`; this class only reads its timing and writes the final status
+when a worker vanished without saying so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from etr_core.live.history import FAILED, STARTING, STOPPED
+from etr_core.live.state import RunState
+from etr_core.live.worker import WorkerSpec, mp_context, start_process, worker_main
+
+__all__ = ["RunControl"]
+
+
+class RunControl:
+    """The worker (or in-process thread) of one run and its Stop signal.
+
+    ``apply(event)`` receives every engine event; ``ended()`` is called once when the computation is
+    over (from the reader thread). ``make_spec()`` gives the worker's :class:`WorkerSpec`;
+    ``run_in_process(stop_event)`` runs the engine in this process instead when ``in_process``.
+    ``grace()`` returns ``(stop_grace_s, overrun_grace_s)``: how long a worker may ignore Stop, and
+    outlive ``max_seconds``, before it is terminated (its rows are kept).
+    """
+
+    def __init__(self, name: str, state: RunState, *, apply: Callable[[tuple], None],
+                 ended: Callable[[], None], make_spec: Callable[[], WorkerSpec],
+                 run_in_process: Callable[[Any], None], in_process: bool, max_seconds: float | None,
+                 grace: Callable[[], tuple[float, float]]) -> None:
+        self.name = name
+        self._state = state
+        self._apply = apply
+        self._ended = ended
+        self._make_spec = make_spec
+        self._run_in_process = run_in_process
+        self.in_process = in_process
+        self.max_seconds = max_seconds
+        self._grace = grace
+        self.lock = threading.Lock()  # the fields below
+        self.stop_event: Any = None
+        self.stop_reason: str | None = None
+        self.stop_requested_at: float | None = None
+        self.thread: threading.Thread | None = None
+        self.process: Any = None
+
+    @property
+    def waiting(self) -> bool:
+        """``True`` until :meth:`start` created the worker (queued or idle runs)."""
+        with self.lock:
+            return self.thread is None
+
+    def start(self) -> None:
+        """Create and start the worker once; nothing happens for a run stopped while it waited."""
+        with self.lock:
+            if self.thread is not None:
+                raise RuntimeError("this LiveRun was already started; create a new one")
+            if not self._state.set_waiting(STARTING, "Starting the worker process."):
+                return  # stopped while queued
+            if self.in_process:
+                self.stop_event = threading.Event()
+                self.thread = threading.Thread(target=self._main_in_process, name=self.name, daemon=True)
+            else:
+                ctx = mp_context()
+                self.stop_event = ctx.Event()
+                receiver, sender = ctx.Pipe(duplex=False)
+                args = (sender, self.stop_event, self._make_spec())
+                self.process = ctx.Process(target=worker_main, args=args, name=self.name, daemon=True)
+                self.thread = threading.Thread(target=self._pump, args=(receiver, sender), name=self.name,
+                                               daemon=True)
+            stop_now = self.stop_reason is not None
+        if stop_now:
+            self.stop_event.set()
+        if self.process is not None:
+            start_process(self.process)
+        self.thread.start()
+
+    def request_stop(self, reason: str) -> bool:
+        """Signal Stop (the first reason is kept); returns whether the run had not started yet."""
+        with self.lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+                self.stop_requested_at = time.monotonic()
+            event, waiting = self.stop_event, self.thread is None
+        if event is not None:
+            event.set()
+        return waiting
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker and the reader thread; ``True`` if they ended."""
+        thread = self.thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def is_alive(self) -> bool:
+        thread = self.thread
+        return thread is not None and thread.is_alive()
+
+    # ------------------------------------------------------------------ the threads
+    def _main_in_process(self) -> None:
+        try:
+            self._run_in_process(self.stop_event)
+        except Exception as exc:
+            self._apply(("run", FAILED, f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._ended()
+
+    def _pump(self, receiver: Any, sender: Any) -> None:
+        """Reader thread: apply the worker's events, enforce Stop and the time limit, reap the process."""
+        process = self.process
+        sender.close()  # the worker holds its own copy; EOF arrives when the worker ends
+        try:
+            while True:  # EOF (the worker ended, all its events read) ends the loop
+                if process.is_alive():
+                    self._watchdog(process)
+                try:
+                    if receiver.poll(0.2):
+                        self._apply(receiver.recv())
+                except (EOFError, OSError):
+                    break
+        finally:
+            receiver.close()
+            process.join(5.0)
+            with self.lock:
+                forced = self.stop_reason is not None
+            if self._state.active:
+                code = process.exitcode
+                message = (f"Stopped: the worker was ended after {self._grace()[0]:g} s without answering."
+                           if forced else f"The worker process ended unexpectedly (exit code {code}).")
+                self._apply(("run", STOPPED if forced else FAILED, message))
+            self._ended()
+
+    def _watchdog(self, process: Any) -> None:
+        stop_grace, overrun_grace = self._grace()
+        now = time.monotonic()
+        with self.lock:
+            asked = self.stop_requested_at
+        since = self._state.running_since
+        overdue = asked is not None and now - asked > stop_grace
+        if self.max_seconds is not None and since is not None:
+            overdue |= time.perf_counter() - since > self.max_seconds + overrun_grace
+        if overdue:
+            with self.lock:
+                if self.stop_reason is None:
+                    self.stop_reason = "time"
+            process.terminate()
