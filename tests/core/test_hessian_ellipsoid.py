@@ -286,3 +286,30 @@ def test_an_ellipsoid_object_and_a_state_saved_before_the_hessian_options():
     fresh.load_state_dict(old)
     assert fresh.config.hessian_probes == 1 and fresh.config.hessian_block == "element"
     fresh.step(closure)
+
+
+@pytest.mark.parametrize("probes", [1, 4])
+def test_squared_estimate_has_the_row_norm_expectation_that_m_follows(probes):
+    """E[d_hat_i^2] = H_ii^2 + (1/k) sum_{j != i} H_ij^2 for k Rademacher probes (all 2^d sign vectors
+    enumerated for k = 1; the k-probe mean of independent probes divides the off-diagonal part by k).
+    The ellipsoid's EMA of d_hat^2 therefore tends to the squared Hessian row norm with one probe."""
+    torch.manual_seed(2)
+    A = torch.randn(6, 6, dtype=torch.float64)
+    H = A + A.T
+    diag2 = torch.diagonal(H) ** 2
+    off2 = (H**2).sum(1) - diag2
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=6)), dtype=torch.float64)
+    single = signs * (signs @ H)  # every one-probe estimate
+    assert torch.allclose((single**2).mean(0), diag2 + off2, atol=1e-12)  # = squared row norm
+    # k independent probes: mean over all k-tuples of sign vectors, in closed form from the one-probe moments
+    var1 = (single**2).mean(0) - torch.diagonal(H) ** 2
+    expected = diag2 + off2 / probes
+    assert torch.allclose(diag2 + var1 / probes, expected, atol=1e-12)
+    # the ellipsoid (slow EMA, many steps) lands on sqrt(expected) within Monte-Carlo error
+    ell = HessianDiagonalEllipsoid(beta=0.998, eps=1e-12, probes=probes)
+    like = torch.zeros(6, dtype=torch.float64)
+    for step in range(1500):  # about 900 effective samples in the EMA: a few per cent of Monte-Carlo error
+        ell.update_curvature(lambda v: H @ v, [(6,)], like, step)
+    m2 = ell.diag() ** 2 / (1 - 0.998**1500)  # the EMA started from 0: undo its bias
+    torch.testing.assert_close(m2, expected, rtol=0.15, atol=0.0)
+    assert not torch.allclose(m2, diag2, rtol=0.15)  # one probe is not |diag H|: off-diagonals count
