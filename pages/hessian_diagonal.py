@@ -4,7 +4,9 @@ Every number comes from ``etr_core.hessian_plan`` (what to compute, its cost, th
 that run it in worker processes) and ``etr_core.curvature.wigner`` (Proposition 1, corrected);
 every figure from ``etr_core.viz.hessian_plots``. The first numbers and the heat map come from one
 Hessian; the Fig. 2 bars over training and more seeds follow in the background, with progress
-and a cancel button, and are shared with every other session that asks for the same thing.
+and a cancel button, and are shared with every other session that asks for the same thing. The CPU
+they use counts against this browser's rolling budget (``etr_core.cpu_budget``); while it is used up
+nothing new starts, and what was computed before still shows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 import pandas as pd
 import streamlit as st
 
+from etr_core.cpu_budget import default_budget
 from etr_core.curvature import (
     paper_printed_wigner_mass,
     wigner_mass_closed_form,
@@ -48,6 +51,8 @@ from ui.common import (
     url_toggle,
 )
 from ui.frame import ensure_app_frame
+from ui.owner import browser_owner
+from ui.presentation import presentable
 
 ensure_app_frame()
 
@@ -190,10 +195,16 @@ if reason is not None:
         f"{P}_seeds": settings.seeds, f"{P}_batch": settings.batch, f"{P}_steps": settings.steps}}
     st.rerun()
 
-owner = st.session_state.setdefault(f"{P}__owner", uuid.uuid4().hex)
+owner = st.session_state.setdefault(f"{P}__owner", uuid.uuid4().hex)  # one job per lane and session
+payer, budget = browser_owner(), default_budget()  # CPU counts against the browser
 jobs = registry()
 units = first_units(settings)
-first = jobs.submit(owner, "first", tuple(u.key for u in units), units, priority=0, cpu_cap=FIRST_ANSWER_CAP)
+if budget.exhausted(payer) and not all(u.key in jobs.cache for u in units):
+    jobs.release(owner, "first")
+    st.warning(budget.message(payer))
+    st.stop()
+first = jobs.submit(owner, "first", tuple(u.key for u in units), units, priority=0, cpu_cap=FIRST_ANSWER_CAP,
+                    payer=payer)
 status = _wait(first, f"Training {layout_text} (d = {d:,}) and computing its Hessian")
 shown = jobs.cache.get(units[-1].key)
 if status.state != "done" or shown is None:
@@ -219,7 +230,7 @@ c4.metric("|H| in layer blocks", f"{100 * cmp.layer_block_mass:.1f}%",
           help="share of Σ|H_ij| inside the diagonal blocks of one layer's weights and biases")
 
 fig = hessian_heatmap(snap.heatmap, d, net.layer_bounds, net.layer_names, show_blocks=show_blocks)
-st.plotly_chart(fig, key=f"{P}_heatmap", width="stretch")
+st.plotly_chart(presentable(fig), key=f"{P}_heatmap", width="stretch")
 tile = d / snap.heatmap.shape[0]
 examples = "all" if settings.batch >= settings.n_examples else settings.batch
 st.caption(
@@ -248,15 +259,18 @@ st.dataframe(table, hide_index=True, width="stretch",
 st.subheader("Fig. 2 for this network: δ_H / δ_W over training")
 background = background_units(settings)
 bg_key = tuple(u.key for u in background)
+bg_job = None
 if st.session_state.get(f"{P}__cancelled") == bg_key:
     jobs.release(owner, "background")
     done = [u for u in background if u.key in jobs.cache]
     st.info(f"Background computation cancelled ({len(done)} of {len(background)} parts done, kept).")
     st.button("Resume", key=f"{P}_resume", on_click=st.session_state.pop, args=(f"{P}__cancelled", None))
-    bg_job = None
+elif budget.exhausted(payer) and not all(u.key in jobs.cache for u in background):
+    jobs.release(owner, "background")
+    st.info(budget.message(payer))
 else:
     bg_job = jobs.submit(owner, "background", bg_key, background, priority=1,
-                         cpu_cap=CPU_CAP - FIRST_ANSWER_CAP)
+                         cpu_cap=CPU_CAP - FIRST_ANSWER_CAP, payer=payer)
 
 
 def _cancel() -> None:
@@ -277,7 +291,7 @@ def _draw_background() -> None:
     rows = [{"dataset": data, "arch": layout_text, "d": d, "seed": s,
              **by_step[settings.phase_step(name)].row(), "phase": name}
             for s, by_step in complete for name, _ in PHASES]
-    st.plotly_chart(phase_bars(summarize(rows)), key=f"{P}_bars", width="stretch")
+    st.plotly_chart(presentable(phase_bars(summarize(rows))), key=f"{P}_bars", width="stretch")
     used = [s for s, _ in complete]
     interval = ("mean and 95% t-interval over seeds " + ", ".join(map(str, used)) if len(used) > 1
                 else f"one seed ({used[0]}); choose 2 or more seeds for a 95% interval")
@@ -287,7 +301,7 @@ def _draw_background() -> None:
         main = [complete[0][1][settings.phase_step(name)] for name, _ in PHASES]
         eig = eigenvalue_figure([name for name, _ in PHASES], [s.lambda_min for s in main],
                                 [s.lambda_max for s in main])
-        st.plotly_chart(eig, key=f"{P}_eigs", width="stretch")
+        st.plotly_chart(presentable(eig), key=f"{P}_eigs", width="stretch")
         st.caption(f"Extreme eigenvalues by 30 Lanczos iterations on H (seed {seed}). λ_min < 0 means "
                    "negative curvature: the quadratic model is unbounded along that direction, which a "
                    "trust region handles and Newton's method does not.")
@@ -314,6 +328,8 @@ if bg_job is not None:
     else:
         st.session_state[f"{P}__polling"] = True
         st.fragment(run_every=0.5)(_background_section)()
+else:  # cancelled, or the CPU budget is used up: what was computed before still shows
+    _draw_background()
 
 st.subheader("Proposition 1: the Wigner baseline, corrected")
 so, sd = cmp.sigma_off_rms, cmp.sigma_diag_rms

@@ -2,30 +2,26 @@
 
 A run belongs to the server (``etr_core.live.default_registry``): it trains in a worker process,
 its id goes into the URL (``?run=<id>``), and any tab with that link re-attaches to it, running or
-finished, with every curve, the summary and the CSV. This page only submits, stops and draws; each
+finished, with every curve, the summary and the CSV. Only the browser that started a run may stop it
+(``ui.owner``: a per-browser id from Streamlit's own cookie, never a token in the link); anyone else
+with the link watches it and may start a copy of it that they own. A run's worker CPU counts against
+its owner's rolling budget (``etr_core.cpu_budget``). This page only submits, stops and draws; each
 poll asks the run for the rows it has not seen yet and rebuilds the charts only when there are some.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
-from dataclasses import dataclass, field
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from etr_core.cpu_budget import default_budget, describe_wait
 from etr_core.data import FILE_DATASETS, available_datasets, default_root
 from etr_core.devices import describe_device
 from etr_core.devices import device as resolve_device
 from etr_core.live import (
-    EVAL_COLUMNS,
-    STEP_COLUMNS,
-    STEP_EXTRAS,
     LiveRun,
-    LiveSnapshot,
     RunRefused,
     comparison_configs,
     default_registry,
@@ -38,14 +34,8 @@ from etr_core.live import (
     valid_run_id,
 )
 from etr_core.models import MODEL_DESCRIPTIONS
-from etr_core.training import METHODS
-from etr_core.viz.live_plots import (
-    X_AXES,
-    accuracy_figure,
-    cg_iterations_figure,
-    loss_figure,
-    trust_region_figure,
-)
+from etr_core.training import METHODS, resolve_tr_config
+from etr_core.viz.live_plots import X_AXES
 from ui.common import (
     global_seed,
     preset_buttons,
@@ -56,13 +46,14 @@ from ui.common import (
     url_toggle,
 )
 from ui.frame import ensure_app_frame
+from ui.live_view import RunView, empty_loss_figure
+from ui.owner import browser_owner, owner_is_per_browser
 
 ensure_app_frame()
 
 P = "lt"  # widget-key prefix of this page
 POLL_TRAINING_S = 1.0  # charts of a training run
 POLL_QUEUED_S = 2.0  # a queued run shows one status line
-LIVE_POINTS, FINAL_POINTS = 600, 1500  # points per curve while training / once ended
 
 TR_METHODS = [m for m, spec in METHODS.items() if spec.family == "tr"]
 FIRST_ORDER = [m for m, spec in METHODS.items() if spec.family != "tr"]
@@ -89,12 +80,18 @@ SUMMARY_LABELS = {
     "backprops_to_acc": "backprops to acc. target",
     "seconds_to_acc": "seconds to acc. target", "backprops_to_loss": "backprops to loss target",
     "seconds_to_loss": "seconds to loss target", "detail": "why it ended early",
-    "warnings": "optimiser warnings",
+    "warnings": "optimiser warnings", "preset": "TR preset",
 }
 TR_KNOBS = ("radius", "max_radius", "eta1", "eta2", "gamma1")
+PRESET_LABELS = {  # the TR methods' starting configuration (etr_core.training.resolve_tr_config)
+    "paper": "paper: Table 1",
+    "fast": "fast: automatic initial radius",
+    "authors": "authors: their parameter files",
+}
 TABLE1 = {  # paper appendix C, Table 1
     f"{P}_radius": 1e-4, f"{P}_max_radius": 10.0, f"{P}_eta1": 1e-4, f"{P}_eta2": 0.95,
     f"{P}_gamma1": 1.1, f"{P}_gamma2_uni": 1.5, f"{P}_gamma2_rms": 1.75, f"{P}_tr_batch": 512,
+    f"{P}_tr_preset": "paper",
 }
 
 
@@ -114,11 +111,6 @@ def _state(key: str):
     return st.session_state[f"{P}_{key}"]
 
 
-def _owner() -> str:
-    """This browser session's token (the per-session cap counts the runs it started)."""
-    return st.session_state.setdefault(f"{P}_owner", secrets.token_hex(8))
-
-
 def _url_run_id() -> tuple[str | None, bool]:
     """The run id in ``?run=`` (the last well-formed one if repeated) and whether a bad one was given."""
     try:
@@ -133,25 +125,31 @@ def start_run() -> None:
     """Start button: one config per method from the widgets; the run is filed under a new id."""
     st.session_state[f"{P}_start_error"] = None
     methods = list(_state("methods"))
+    preset = _state("tr_preset")
+    knobs = preset != "authors"  # the authors' files set every TR parameter, batch included
     try:
         dataset = _state("dataset")
         data_options = {"max_train": int(_state("max_train"))} if dataset in FILE_DATASETS else {}
         configs = comparison_configs(
-            methods, dataset=dataset, model=_state("model"), seed=global_seed(),
-            tr_batch_size=int(_state("tr_batch")), first_order_batch_size=int(_state("fo_batch")),
+            methods, dataset=dataset, model=_state("model"), seed=global_seed(), preset=preset,
+            tr_batch_size=int(_state("tr_batch")) if knobs else None,
+            first_order_batch_size=int(_state("fo_batch")),
             learning_rates={m: float(st.session_state.get(f"{P}_lr_{m}", METHODS[m].default_lr))
                             for m in methods if m in FIRST_ORDER},
-            tr_options={name: float(_state(name)) for name in TR_KNOBS},
+            tr_options={name: float(_state(name)) for name in TR_KNOBS} if knobs else None,
             gamma2={"TR_uni": float(_state("gamma2_uni")), "TR_ada": float(_state("gamma2_uni")),
-                    "TR_rms": float(_state("gamma2_rms"))},
+                    "TR_rms": float(_state("gamma2_rms"))} if knobs else None,
             max_steps=int(_state("max_steps")), eval_every=int(_state("eval_every")),
             device=_state("device"), data_options=data_options,
         )
+        tr_configs = [resolve_tr_config(c) for c in configs if c.is_tr]
+        eta1, eta2 = ((tr_configs[0].eta1, tr_configs[0].eta2) if tr_configs
+                      else (float(_state("eta1")), float(_state("eta2"))))
         settings = {"accuracy_target": float(_state("acc_target")),
-                    "loss_target": float(_state("loss_target")),
-                    "eta1": float(_state("eta1")), "eta2": float(_state("eta2"))}
+                    "loss_target": float(_state("loss_target")), "eta1": eta1, "eta2": eta2,
+                    "preset": preset, "presets": {c.method: preset for c in configs if c.is_tr}}
         run = default_registry().submit(
-            configs, owner=_owner(), max_seconds=float(_state("max_seconds")),
+            configs, owner=browser_owner(), max_seconds=float(_state("max_seconds")),
             max_backprops=int(_state("budget")), schedule=_state("schedule"),
             nice=int(env_limit("ETR_LIVE_NICE")), settings=settings)
     except (ValueError, TypeError, RunRefused) as exc:
@@ -161,50 +159,20 @@ def start_run() -> None:
 
 
 def stop_run(run_id: str) -> None:
-    """Stop button: only signals the worker; it stops after its current step, keeping every row."""
-    run = default_registry().get(run_id)
-    if run is not None:
-        run.stop()
+    """Stop button: only signals the worker (and only for the browser that started the run); it stops
+    after its current step, keeping every row."""
+    default_registry().stop(run_id, browser_owner())
 
 
-@dataclass
-class RunView:
-    """What this session has received of one run: the rows so far and the figures built from them."""
-
-    run_id: str
-    steps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*STEP_COLUMNS, *STEP_EXTRAS]))
-    evals: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(EVAL_COLUMNS)))
-    figures_key: tuple | None = None
-    figures: tuple[go.Figure, ...] = ()
-    csv: bytes | None = None
-
-    def receive(self, run: LiveRun) -> tuple[LiveSnapshot, bool]:
-        """Ask only for rows not seen yet; returns the snapshot and whether anything new came."""
-        snap = run.snapshot(steps_since=len(self.steps), evals_since=len(self.evals))
-        new = len(snap.steps) > 0 or len(snap.evals) > 0
-        if len(snap.steps):
-            self.steps = snap.steps if self.steps.empty else pd.concat([self.steps, snap.steps])
-        if len(snap.evals):
-            self.evals = snap.evals if self.evals.empty else pd.concat([self.evals, snap.evals])
-        return snap, new
-
-    def charts(self, snap: LiveSnapshot, x: str, log_y: bool) -> tuple[go.Figure, ...]:
-        """The four figures, rebuilt only when rows, method states, axis or scale changed."""
-        ends = {m: s for m, s in snap.method_status.items() if s in ("converged", "stalled", "diverged")}
-        key = (len(self.steps), len(self.evals), tuple(sorted(ends.items())), x, log_y, snap.running)
-        if key != self.figures_key:
-            settings, points = snap.settings, LIVE_POINTS if snap.running else FINAL_POINTS
-            kw = {"x": x, "methods": snap.methods, "max_points": points}
-            self.figures = (
-                loss_figure(self.steps, self.evals, log_y=log_y, loss_target=settings.get("loss_target"),
-                            ends=ends, **kw),
-                accuracy_figure(self.evals, accuracy_target=settings.get("accuracy_target"), **kw),
-                cg_iterations_figure(self.steps, **kw),
-                trust_region_figure(self.steps, eta1=settings.get("eta1"), eta2=settings.get("eta2"),
-                                    ends=ends, **kw),
-            )
-            self.figures_key = key
-        return self.figures
+def copy_run(run_id: str) -> None:
+    """Button "Start a copy of this run": the same settings as a new run this browser owns."""
+    st.session_state[f"{P}_start_error"] = None
+    try:
+        run = default_registry().copy(run_id, browser_owner())
+    except (ValueError, TypeError, RunRefused) as exc:
+        st.session_state[f"{P}_start_error"] = str(exc)
+        return
+    st.query_params["run"] = run.id
 
 
 def _view(run_id: str) -> RunView:
@@ -262,6 +230,16 @@ with col_methods:
     methods = url_multiselect("Methods", f"{P}_methods", list(METHODS), ["TR_uni", "TR_rms", "Adam"],
                               help="TR_* are the second-order trust-region methods of Algorithm 1; the "
                               "others are first-order baselines.")
+    preset = url_radio("TR preset", f"{P}_tr_preset", list(PRESET_LABELS), "paper",
+                       format_func=PRESET_LABELS.get, horizontal=False,
+                       help="Where the TR methods start from. paper: Table 1 (Δ₀ = 1e-4). fast: Table 1, "
+                       "but Δ₀ is chosen at the first step as the length of that step's Cauchy point "
+                       "(one extra Hessian-vector product). authors: the values of the authors' files "
+                       "for this data set, with their warm-up and batch-size pivot.")
+    if preset == "authors":
+        st.caption("The authors' files set every TR parameter (batch size included): the TR batch size and "
+                   "the Table 1 parameters below are not used. Available for digits (their MNIST values), "
+                   "MNIST, Fashion-MNIST and CIFAR-10.")
     url_select_slider("TR batch size (paper: 512)", f"{P}_tr_batch", [32, 64, 128, 256, 512, 1024], 512)
     url_select_slider("First-order batch size (paper: 32)", f"{P}_fo_batch", [8, 16, 32, 64, 128, 256], 32)
     url_radio("Order of the methods", f"{P}_schedule", list(SCHEDULE_LABELS), "backprops",
@@ -304,16 +282,31 @@ with st.expander("Trust-region parameters (paper Table 1) and first-order step s
         if not any(m in FIRST_ORDER for m in methods):
             st.caption("Select a first-order method to set its step size.")
 
+me, budget = browser_owner(), default_budget()
+mine = run is not None and run.owner == me
 active = run is not None and run.running
-buttons = st.columns([1, 1, 6])
+out_of_cpu = budget.exhausted(me)
+buttons = st.columns([1, 2, 5])
 buttons[0].button("Start", key=f"{P}_start", type="primary", on_click=start_run,
-                  disabled=active or not methods)
-buttons[1].button("Stop", key=f"{P}_stop", on_click=stop_run, args=(run_id or "",), disabled=not active)
+                  disabled=(active and mine) or not methods or out_of_cpu)
+if run is None or mine:
+    buttons[1].button("Stop", key=f"{P}_stop", on_click=stop_run, args=(run_id or "",), disabled=not active)
+else:  # someone else's run: watch it, or train the same settings as a run of one's own
+    buttons[1].button("Start a copy of this run", key=f"{P}_copy", on_click=copy_run, args=(run.id,),
+                      disabled=out_of_cpu)
 if not methods:
     buttons[2].warning("Select at least one method.")
+elif run is not None and not mine:
+    buttons[2].caption("This run was started in another browser: you see every curve, the summary and the "
+                       "CSV, but only that browser can stop it. *Start a copy of this run* trains the same "
+                       "settings as a run of your own.")
 elif run is not None:
     buttons[2].caption(f"Run `{run.id}`: this page's link re-attaches to it from any tab, also after "
-                       "the run ends.")
+                       "the run ends; only this browser can stop it" +
+                       ("." if owner_is_per_browser() else " (here: only this tab, as the server sets no "
+                        "XSRF cookie)."))
+if out_of_cpu:
+    st.warning(budget.message(me))
 start_error = st.session_state.get(f"{P}_start_error")
 if start_error:
     st.error(f"Could not start: {start_error}")
@@ -335,8 +328,7 @@ if active:
 def live_view() -> None:
     current = default_registry().get(run_id) if run_id else None
     if current is None:
-        empty = pd.DataFrame(columns=list(STEP_COLUMNS)), pd.DataFrame(columns=list(EVAL_COLUMNS))
-        st.plotly_chart(loss_figure(*empty, x=x_axis, log_y=log_y), key=f"{P}_loss_chart", width="stretch")
+        st.plotly_chart(empty_loss_figure(x_axis, log_y), key=f"{P}_loss_chart", width="stretch")
         st.info("Choose the methods and press **Start**. Curves appear here as the worker trains.")
         return
     view = _view(current.id)
@@ -361,7 +353,7 @@ def live_view() -> None:
     loss_target, acc_target = settings.get("loss_target"), settings.get("accuracy_target")
     summary = summarize(view.steps, view.evals, methods=snap.methods, statuses=snap.method_status,
                         loss_target=loss_target, accuracy_target=acc_target, notes=snap.notes,
-                        warnings=snap.warnings)
+                        warnings=snap.warnings, presets=settings.get("presets"))
     if acc_target is not None:
         st.markdown(describe_race(summary, "backprops_to_acc", f"{acc_target:.0%} training accuracy"))
     if snap.running:
@@ -400,11 +392,20 @@ st.latex(
 tr_selected = [m for m in methods if m in TR_METHODS]
 first_selected = [m for m in methods if m in FIRST_ORDER]
 radius0 = float(_state("radius"))
+START_TEXT = {
+    "paper": f"The radius starts at Δ₀ = {radius0:g} and can grow by at most ×{gamma1:g} per step, so it "
+             f"needs about {math.log(max(1.0, 1.0 / radius0)) / math.log(gamma1):.0f} very successful "
+             "steps to reach 1.",
+    "fast": "With the fast preset Δ₀ is chosen at the first step: the length, in the method's norm, of that "
+            f"step's Cauchy point (Δ₀ = {radius0:g} only where the model has no positive curvature along "
+            f"the gradient); from there the radius grows by at most ×{gamma1:g} per step.",
+    "authors": "With the authors' preset Δ₀, η₁, η₂, γ₁, γ₂ and the batch come from their files; the "
+               "formula above shows the Table 1 sliders, which that preset does not use.",
+}
 st.caption(
-    f"The radius starts at Δ₀ = {radius0:g} and can grow by at most ×{gamma1:g} per step, so it "
-    f"needs about {math.log(max(1.0, 1.0 / radius0)) / math.log(gamma1):.0f} very successful "
-    f"steps to reach 1. A_t is the identity for TR_uni and the Adagrad / RMSProp diagonal for TR_ada / "
-    f"TR_rms. Selected: {', '.join(tr_selected) or 'no TR method'} with batch {int(_state('tr_batch'))}; "
+    f"{START_TEXT[preset]} A_t is the identity for TR_uni and the Adagrad / RMSProp diagonal for TR_ada / "
+    f"TR_rms. Selected: {', '.join(tr_selected) or 'no TR method'} with batch "
+    f"{'of the files' if preset == 'authors' else int(_state('tr_batch'))}; "
     f"{', '.join(first_selected) or 'no first-order method'} with batch {int(_state('fo_batch'))}."
 )
 st.markdown(
@@ -429,5 +430,7 @@ st.caption(
     "(1.2e-7), and **stalled** when all of its last 50 trust-region steps were rejected or its radius fell "
     "below 1e-10; either way it stops and leaves its budget unused. Runs belong to the server: at most "
     f"{env_limit('ETR_LIVE_MAX_RUNS')} train at once (the rest queue, first come first served), one "
-    "per browser session."
+    f"per browser; a run's worker CPU counts against its browser's budget of {budget.seconds:g} s per "
+    f"{describe_wait(budget.window)} (shared with the Hessian page), and a run that uses it up stops, "
+    "keeping what it computed."
 )
