@@ -12,6 +12,16 @@ from etr_core.toy.functions import FUNCTION_NAMES, FUNCTIONS, get_function
 from etr_core.toy.local_models import LocalStep, all_local_steps, inertia, rms_diagonal_at
 from etr_core.toy.second_order import compare_runs, iterations_table
 from etr_core.viz.landscape import add_click_grid, local_steps_figure, paths_figure, run_history_figure
+from etr_core.viz.newton_tr_text import (
+    clip_box,
+    runs_summary,
+    stationary_note,
+    tex_mat,
+    tex_num,
+    tex_vec,
+    view_box,
+    why_note,
+)
 from ui.common import (
     preset_buttons,
     show_table,
@@ -111,36 +121,6 @@ def whole_runs(
     return runs, iterations_table(runs, fn, gtol=GTOL)
 
 
-def num(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return r"\text{—}"
-    if not math.isfinite(x):
-        return r"\infty" if x > 0 else (r"-\infty" if x < 0 else r"\text{NaN}")
-    text = f"{x:.{digits}g}"
-    if "e" in text:
-        mant, exp = text.split("e")
-        text = rf"{mant}\cdot 10^{{{int(exp)}}}"
-    return text
-
-
-def vec(v: np.ndarray | None) -> str:
-    if v is None:
-        return r"\text{undefined}"
-    return r"\begin{pmatrix}" + r"\\".join(num(float(x)) for x in v) + r"\end{pmatrix}"
-
-
-def mat(a: np.ndarray) -> str:
-    rows = [" & ".join(num(float(x)) for x in row) for row in a]
-    return r"\begin{pmatrix}" + r"\\".join(rows) + r"\end{pmatrix}"
-
-
-def view_box(fn_view: tuple[float, float, float, float], w: np.ndarray) -> tuple[float, float, float, float]:
-    """The function's view, widened (keeping it square-ish) when the chosen point lies outside it."""
-    x0, x1, y0, y1 = fn_view
-    pad = 0.1 * max(x1 - x0, y1 - y0)
-    return (min(x0, w[0] - pad), max(x1, w[0] + pad), min(y0, w[1] - pad), max(y1, w[1] + pad))
-
-
 st.title("Newton vs trust region")
 st.markdown(
     "**Where does a second-order step go when the function is not convex?** Newton's method jumps to the "
@@ -217,8 +197,7 @@ model_keys += [key for key in ("gauss_newton", "saddle_free_newton") if key in s
 models = {key: steps[key] for key in model_keys} if show_model else {}
 region = (float(radius), None if m is None else np.array(m)) if show_tr else None
 fig = local_steps_figure(fn, w, shown, box=box, region=region, models=models)
-add_click_grid(fig, (max(box[0], COORD[0]), min(box[1], COORD[1]),
-                     max(box[2], COORD[0]), min(box[3], COORD[1])))
+add_click_grid(fig, clip_box(box, COORD))
 chart_col.plotly_chart(presentable(fig), key="nvt_local_chart", width="stretch", selection_mode="points",
                        on_select=start_setter("nvt_local_chart", "nvt_w0", "nvt_w1", *COORD))
 
@@ -249,42 +228,20 @@ if outside:
 chart_col.caption(caption + " Click the landscape to move w.")
 
 if grad_norm == 0.0:
-    kind = (
-        "a saddle"
-        if neg and pos
-        else (
-            "a minimiser"
-            if not neg and not zero
-            else ("a maximiser" if not pos and not zero else "a degenerate point")
-        )
-    )
-    tr_move = (
-        f"the exact trust-region step is the hard case of the subproblem: it moves a full radius "
-        f"along the eigenvector of the most negative eigenvalue ({lam[0]:.3g}) to "
-        f"({tr.target[0]:.3g}, {tr.target[1]:.3g}) and lowers the model by {tr.model_decrease:.3g}"
-        if tr.defined and np.any(tr.step)
-        else "the trust-region step is zero as well"
-    )
-    st.info(
-        f"**The gradient is exactly zero here: w is a stationary point of f ({kind}; Hessian eigenvalues "
-        f"{lam[0]:.3g}, {lam[1]:.3g}).** The Newton step −H⁻¹g is zero, so Newton, gradient descent, "
-        f"Gauss-Newton and saddle-free Newton cannot move (the manifold of attraction of footnote 11). "
-        f"With the model alone, {tr_move}. The whole runs below stop at once because their first test, "
-        f"‖g‖ < tolerance, already holds."
-    )
+    st.info(stationary_note(lam, (pos, neg, zero), tr))
 
 st.subheader("The numbers at w")
 st.latex(
-    rf"g = \nabla f(w) = {vec(g)},\quad H = \nabla^2 f(w) = {mat(H)},\quad "
-    rf"\lambda(H) = \{{{num(lam[0])},\ {num(lam[1])}\}}"
+    rf"g = \nabla f(w) = {tex_vec(g)},\quad H = \nabla^2 f(w) = {tex_mat(H)},\quad "
+    rf"\lambda(H) = \{{{tex_num(lam[0])},\ {tex_num(lam[1])}\}}"
 )
 if newton.defined:
     st.latex(
-        rf"s_N = -H^{{-1}} g = {vec(newton.step)},\qquad "
-        rf"g^\top s_N = {num(newton.directional_derivative)}"
+        rf"s_N = -H^{{-1}} g = {tex_vec(newton.step)},\qquad "
+        rf"g^\top s_N = {tex_num(newton.directional_derivative)}"
     )
     change = None if newton.actual_decrease is None else -newton.actual_decrease
-    st.latex(rf"f(w + s_N) - f(w) = {num(change)}\quad\Rightarrow\quad \text{{{newton.kind}}}")
+    st.latex(rf"f(w + s_N) - f(w) = {tex_num(change)}\quad\Rightarrow\quad \text{{{newton.kind}}}")
 else:
     st.latex(rf"H s_N = -g:\ \text{{{newton.kind}}}")
 critical = newton.details.get("model_critical_point", "none")
@@ -294,14 +251,14 @@ st.markdown(
 )
 if tr.defined:
     norm_tex = r"\|s\|_2" if m is None else r"\|s\|_M"
-    m_tex = "" if m is None else rf",\qquad M = \mathrm{{diag}}({num(m[0])}, {num(m[1])})"
+    m_tex = "" if m is None else rf",\qquad M = \mathrm{{diag}}({tex_num(m[0])}, {tex_num(m[1])})"
     st.latex(
-        rf"s_{{TR}} = \arg\min_{{{norm_tex} \le {num(radius)}}} m(s) = {vec(tr.step)},\qquad "
-        rf"\lambda^\star = {num(tr.details.get('multiplier'))}{m_tex}"
+        rf"s_{{TR}} = \arg\min_{{{norm_tex} \le {tex_num(radius)}}} m(s) = {tex_vec(tr.step)},\qquad "
+        rf"\lambda^\star = {tex_num(tr.details.get('multiplier'))}{m_tex}"
     )
     st.latex(
-        rf"m(0) - m(s_{{TR}}) = {num(tr.model_decrease)},\qquad "
-        rf"f(w) - f(w + s_{{TR}}) = {num(tr.actual_decrease)}"
+        rf"m(0) - m(s_{{TR}}) = {tex_num(tr.model_decrease)},\qquad "
+        rf"f(w) - f(w + s_{{TR}}) = {tex_num(tr.actual_decrease)}"
     )
     st.markdown(f"**Trust-region step: {tr.kind}.** {tr.message}")
 gn, sfn = steps["gauss_newton"], steps["saddle_free_newton"]
@@ -310,13 +267,13 @@ if show_gn or show_sfn:
     if show_gn:
         kappa_gn = gn.details.get("undamped_condition_number", math.nan)
         parts.append(
-            rf"s_{{GN}} = -(J^\top J + {num(damping)} I)^{{-1}} g = {vec(gn.step)},\ "
-            rf"\kappa(J^\top J) = {num(kappa_gn)}"
+            rf"s_{{GN}} = -(J^\top J + {tex_num(damping)} I)^{{-1}} g = {tex_vec(gn.step)},\ "
+            rf"\kappa(J^\top J) = {tex_num(kappa_gn)}"
         )
     if show_sfn:
         parts.append(
-            rf"s_{{SFN}} = -(|H| + {num(damping)} I)^{{-1}} g = {vec(sfn.step)},\ "
-            rf"\kappa(|H|) = {num(abs(lam).max() / abs(lam).min() if abs(lam).min() > 0 else math.inf)}"
+            rf"s_{{SFN}} = -(|H| + {tex_num(damping)} I)^{{-1}} g = {tex_vec(sfn.step)},\ "
+            rf"\kappa(|H|) = {tex_num(abs(lam).max() / abs(lam).min() if abs(lam).min() > 0 else math.inf)}"
         )
     for part in parts:
         st.latex(part)
@@ -333,32 +290,7 @@ if show_gn or show_sfn:
             else f"JᵀJ has condition number {gn.details.get('undamped_condition_number', math.nan):.4g} here."
         )
 
-if neg and newton.defined:
-    why = (
-        f"**Why.** Here H has a negative eigenvalue ({lam[0]:.3g}): the Newton model is unbounded below and "
-        f"its only critical point is a {critical}, yet Newton solves ∇m(s) = 0 without asking what kind of "
-        f"point that is, so its step is classified *{newton.kind}*. The trust-region step minimises the same "
-        "model over a ball, a problem that always has a solution; it uses the negative curvature instead of "
-        "being pulled by it"
-        + (f", and lowers f by {tr.actual_decrease:.3g} here." if tr.actual_decrease is not None else ".")
-    )
-elif newton.defined and newton.step is not None and np.any(newton.step):
-    length = float(np.linalg.norm(newton.step))
-    why = (
-        f"**Why.** Here H is positive definite, so the Newton step is the model's minimiser, of length "
-        f"{length:.3g}. The trust-region step equals it when it fits in the region (Δ = {radius:g}) and "
-        "otherwise stops on the boundary: far from a minimiser the model is only trusted nearby."
-    )
-else:
-    why = (
-        "**Why.** Newton needs a non-zero gradient and an invertible Hessian; here one of them fails, while "
-        "the trust-region subproblem is solvable for any g and H."
-    )
-why += (
-    " Gauss-Newton and saddle-free Newton make the model convex instead (Fig. 8): no more pull towards the "
-    "saddle, but neither can leave it when the gradient has no component pointing away (footnote 11)."
-)
-st.markdown(why)
+st.markdown(why_note(lam, neg, newton, tr, radius))
 
 st.divider()
 st.subheader("Whole runs from the same start")
@@ -396,24 +328,7 @@ st.plotly_chart(
 st.plotly_chart(presentable(run_history_figure(runs)), key="nvt_history_chart", width="stretch")
 show_table(table)
 
-sentences = []
-for row, run in zip(table, runs.values()):
-    if run.status == "diverged":
-        sentences.append(f"**{row['method']}** diverged: {run.message}")
-    elif run.status == "singular":
-        sentences.append(f"**{row['method']}** stopped: {run.message}")
-    elif row["ended at"] != "—":
-        reached = row["to ‖g‖ ≤ gtol"]
-        when = (
-            f"after {reached} iterations" if reached is not None else f"within {row['iterations']} iterations"
-        )
-        sentences.append(f"**{row['method']}** ended at the {row['ended at']} {when}.")
-    else:
-        sentences.append(
-            f"**{row['method']}** stopped after {row['iterations']} iterations at "
-            f"({run.final_point[0]:.3g}, {run.final_point[1]:.3g}), f = {row['final f']:.4g}."
-        )
-st.markdown(" ".join(sentences))
+st.markdown(runs_summary(table, runs))
 if "newton" in runs and runs["newton"].nit:
     kinds = runs["newton"].exits
     st.caption(
