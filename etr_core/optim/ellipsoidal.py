@@ -15,7 +15,7 @@ from etr_core.hessian_batch import subbatch_closure
 from etr_core.hvp import HessianVectorProduct
 from etr_core.initial_radius import cauchy_radius
 from etr_core.optim.base import _TrustRegionBase
-from etr_core.optim.options import ELLIPSOIDAL_OPTIONS, build_config, defaults_for
+from etr_core.optim.options import ELLIPSOIDAL_OPTIONS, build_config, constructor_overrides, defaults_for
 from etr_core.optim.records import _NAN, Closure, StepRecord
 from etr_core.step_support import guarded_step, hvp_fallback
 from etr_core.subproblem import solve_subproblem
@@ -24,8 +24,6 @@ __all__ = ["EllipsoidalTR"]
 
 
 class EllipsoidalTR(_TrustRegionBase):
-    _OPTIONS = ELLIPSOIDAL_OPTIONS
-
     """Stochastic ellipsoidal trust-region method (paper Algorithm 1) as a ``torch.optim.Optimizer``.
 
     ``ellipsoid``: "rms" (default), "adagrad", "uniform", "hessian" (beyond the paper: the Hutchinson
@@ -52,6 +50,8 @@ class EllipsoidalTR(_TrustRegionBase):
     S_B; the Hessian products then go through its graph (Algorithm 1, line 3 samples L, g and B
     separately), and the gradient of the main batch is formed without a retained graph.
     """
+
+    _OPTIONS = ELLIPSOIDAL_OPTIONS
 
     def __init__(
         self,
@@ -82,30 +82,7 @@ class EllipsoidalTR(_TrustRegionBase):
         preset: TRConfig | str | None = None,
         distributed: bool = False,
     ) -> None:
-        overrides = dict(
-            radius=radius,
-            max_radius=max_radius,
-            eta1=eta1,
-            eta2=eta2,
-            gamma1=gamma1,
-            gamma2=gamma2,
-            krylov_tol=krylov_tol,
-            theta=theta,
-            max_krylov=max_krylov,
-            solver=solver,
-            stop_rule=stop_rule,
-            residual_norm=residual_norm,
-            root=root,
-            grow_only_on_boundary=grow_only_on_boundary,
-            ellipsoid_update=ellipsoid_update,
-            beta=beta,
-            eps=eps,
-            eps_mode=eps_mode,
-            tiny_pred=tiny_pred,
-            hessian_fraction=hessian_fraction,
-            hessian_probes=hessian_probes,
-            hessian_block=hessian_block,
-        )
+        overrides = constructor_overrides(locals(), ELLIPSOIDAL_OPTIONS)
         config = build_config(preset, ellipsoid, overrides)
         super().__init__(params, defaults_for(config, ELLIPSOIDAL_OPTIONS, 1.0, "tr"), distributed)
 

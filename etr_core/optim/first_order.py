@@ -13,7 +13,7 @@ from etr_core._validation import check_choice, check_positive
 from etr_core.config import TRConfig
 from etr_core.ellipsoids import m_inv_norm
 from etr_core.optim.base import _TrustRegionBase
-from etr_core.optim.options import FIRST_ORDER_OPTIONS, build_config, defaults_for
+from etr_core.optim.options import FIRST_ORDER_OPTIONS, build_config, constructor_overrides, defaults_for
 from etr_core.optim.records import Closure
 from etr_core.step_support import cap_radius, guarded_step
 from etr_core.subproblem import first_order_tr_step
@@ -22,8 +22,6 @@ __all__ = ["FirstOrderTR"]
 
 
 class FirstOrderTR(_TrustRegionBase):
-    _OPTIONS = FIRST_ORDER_OPTIONS
-
     """First-order trust-region method (paper appendix B, Fig. 5): Algorithm 1 with the linear model
     ``m(s) = L + g^T s``, whose minimiser on the ellipsoid is ``s = -radius M^-1 g / ||g||_{M^-1}``
     (Theorem 1) with predicted decrease ``radius ||g||_{M^-1}``. No Hessian products.
@@ -33,6 +31,8 @@ class FirstOrderTR(_TrustRegionBase):
     Theorem 1 the iterates are then those of preconditioned gradient descent ``w - lr M^-1 g``
     (SGD, Adagrad or RMSProp with the square-root ellipsoid).
     """
+
+    _OPTIONS = FIRST_ORDER_OPTIONS
 
     def __init__(
         self,
@@ -55,20 +55,7 @@ class FirstOrderTR(_TrustRegionBase):
         preset: TRConfig | None = None,
         distributed: bool = False,
     ) -> None:
-        overrides = dict(
-            radius=radius,
-            max_radius=max_radius,
-            eta1=eta1,
-            eta2=eta2,
-            gamma1=gamma1,
-            gamma2=gamma2,
-            grow_only_on_boundary=grow_only_on_boundary,
-            ellipsoid_update=ellipsoid_update,
-            beta=beta,
-            eps=eps,
-            eps_mode=eps_mode,
-            tiny_pred=tiny_pred,
-        )
+        overrides = constructor_overrides(locals(), FIRST_ORDER_OPTIONS)
         config = build_config(preset, ellipsoid, overrides)
         if config.ellipsoid == "hessian":
             raise ValueError(

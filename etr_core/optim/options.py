@@ -26,7 +26,9 @@ __all__ = [
     "ELLIPSOIDAL_OPTIONS",
     "FIRST_ORDER_OPTIONS",
     "GroupOptions",
+    "build_config",
     "check_group_keys",
+    "constructor_overrides",
     "defaults_for",
     "resolve_groups",
 ]
@@ -54,6 +56,12 @@ TORCH_GROUP_KEYS = frozenset(
 )
 _NOT_CONFIG = ("lr", "radius_rule")
 _CANONICAL = {"uni": "uniform", "sphere": "uniform", "ada": "adagrad", "rmsprop": "rms"}
+
+
+def canonical_ellipsoid(name: str) -> str:
+    """The ellipsoid's name as the configuration spells it ("uni", "sphere" -> "uniform", "ada" ->
+    "adagrad", "rmsprop" -> "rms"; any case); other names lower-cased, for the caller to check."""
+    return _CANONICAL.get(name.lower(), name.lower())
 
 
 class GroupOptions(NamedTuple):
@@ -86,7 +94,7 @@ def group_options(group: Mapping[str, Any], names: tuple[str, ...], where: str) 
     fields = {k: group.get(k, LATER_OPTIONS.get(k)) for k in names if k not in _NOT_CONFIG}
     ellipsoid = fields["ellipsoid"]
     if isinstance(ellipsoid, str):
-        fields["ellipsoid"] = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower())
+        fields["ellipsoid"] = canonical_ellipsoid(ellipsoid)
     try:
         radius = check_positive("radius", fields["radius"])
         # a max_radius edited below the initial radius caps it (TRConfig itself insists on radius <= max)
@@ -155,7 +163,7 @@ def named_preset(name: str, ellipsoid: Any = None) -> TRConfig:
     for the ellipsoid ``ellipsoid`` when it is a name (else "rms"). ``ValueError`` for other names."""
     from etr_core.config import authors, fast, paper_table1
 
-    kind = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower()) if isinstance(ellipsoid, str) else "rms"
+    kind = canonical_ellipsoid(ellipsoid) if isinstance(ellipsoid, str) else "rms"
     if kind not in ("uniform", "adagrad", "rms"):
         kind = "rms"  # build_config reports the bad ellipsoid name itself
     parts = name.strip().lower().split(":")
@@ -206,6 +214,18 @@ def _object_options(ellipsoid: Any) -> tuple[str, dict[str, Any]]:
     )
 
 
+# Options a constructor does not pass to build_config as overrides: the ellipsoid has its own argument,
+# lr and radius_rule are no TRConfig fields, and auto_radius is spelt radius="auto".
+_NOT_OVERRIDES = frozenset({"ellipsoid", "auto_radius", *_NOT_CONFIG})
+
+
+def constructor_overrides(arguments: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among ``names`` that a constructor hands to :func:`build_config`, read from its
+    ``arguments`` (its ``locals()``: one keyword argument per option, ``None`` for "from the preset").
+    ``KeyError`` when the constructor lacks an argument for one of them."""
+    return {k: arguments[k] for k in names if k not in _NOT_OVERRIDES}
+
+
 def build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, Any]) -> TRConfig:
     """The constructor's configuration: ``preset`` (default paper Table 1, "rms"), then the ellipsoid,
     then every override that is not ``None``. Table 1's shrink factor follows a changed ellipsoid."""
@@ -234,7 +254,7 @@ def build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, A
             ellipsoid.lower(),
             ("uniform", "uni", "sphere", "adagrad", "ada", "rms", "rmsprop", "hessian"),
         )
-        changes["ellipsoid"] = _CANONICAL.get(ellipsoid.lower(), ellipsoid.lower())
+        changes["ellipsoid"] = canonical_ellipsoid(ellipsoid)
     else:
         name, options = _object_options(ellipsoid)
         changes["ellipsoid"] = name
