@@ -37,7 +37,9 @@ completely before it changes anything.
 
 The package: :mod:`.records` (``StepRecord``), :mod:`.options` (the options in ``param_groups``),
 :mod:`.state` (``self.state``, ``add_param_group``, ``load_state_dict``), :mod:`.loading` (checks of
-parameters and of states to load), :mod:`.base` (the shared step path of Algorithm 1),
+parameters and of states to load), the shared step path of Algorithm 1 in three layers -- :mod:`.step_io`
+(closure calls, gradient, parameter moves), :mod:`.verdict` (trial, rho, acceptance, radius update,
+record) and :mod:`.base` (the start of a step, the ellipsoid update, the Hessian batch) --,
 :mod:`.ellipsoidal` (``EllipsoidalTR``) and :mod:`.first_order` (``FirstOrderTR``).
 """
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from etr_core import distributed as etr_dist
 from etr_core.config import TRConfig
 from etr_core.hessian_batch import subbatch_closure
-from etr_core.hvp import HessianVectorProduct
 from etr_core.initial_radius import cauchy_radius
 from etr_core.optim.base import _TrustRegionBase
 from etr_core.optim.options import ELLIPSOIDAL_OPTIONS, build_config, constructor_overrides, defaults_for
-from etr_core.optim.records import _NAN, Closure, StepRecord
+from etr_core.optim.records import Closure, StepRecord
 from etr_core.step_support import guarded_step, hvp_fallback
 from etr_core.subproblem import solve_subproblem
 
@@ -86,15 +82,6 @@ class EllipsoidalTR(_TrustRegionBase):
         config = build_config(preset, ellipsoid, overrides)
         super().__init__(params, defaults_for(config, ELLIPSOIDAL_OPTIONS, 1.0, "tr"), distributed)
 
-    def _reduced(self, base: HessianVectorProduct) -> Callable[[Tensor], Tensor]:
-        if not self.distributed:
-            return base
-
-        def reduced(v: Tensor) -> Tensor:
-            return etr_dist.all_reduce_mean(base(v))
-
-        return reduced
-
     def _solve(self, g: Tensor, hvp: Callable[[Tensor], Tensor], m: Tensor):
         c = self._cfg
         return solve_subproblem(
@@ -143,15 +130,7 @@ class EllipsoidalTR(_TrustRegionBase):
         self._region["auto_radius"] = radius
 
     def _conclude(self, closure: Closure, loss: float, grad_norm: float, updated: bool, result) -> StepRecord:
-        s = result.step
-        step_l2 = float(torch.linalg.vector_norm(s))
-        pred = float(result.pred_reduction)
-        if result.exit == "nonfinite" or not math.isfinite(step_l2) or not math.isfinite(pred):
-            outcome = (_NAN, -math.inf, "unsuccessful", False, "nonfinite_hvp")
-        elif not pred > self._cfg.tiny_pred:
-            outcome = (_NAN, -math.inf, "unsuccessful", False, "nonpositive_pred")
-        else:
-            outcome = self._judge(closure, loss, s, pred)
+        step_l2, pred, outcome = self._model_outcome(closure, loss, result)
         return self._settle(
             loss=loss, grad_norm=grad_norm, updated=updated, result=result, pred=pred, step_l2=step_l2,
             outcome=outcome, stacklevel=3,
