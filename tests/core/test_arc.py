@@ -134,7 +134,8 @@ def test_counters_state_dict_deepcopy_and_pickle_continue_identically():
         opt.step(closure)
     c = opt.counters
     assert c["steps"] == 3 and c["backward"] == 3 and c["forward"] == 6
-    assert 3 <= c["hvp"] <= 15  # at most max_krylov = 5 Lanczos products per step
+    # at most max_krylov = 5 Lanczos products per step, and one for the automatic sigma at the first
+    assert 3 + 1 <= c["hvp"] <= 15 + 1
     twin_model = copy.deepcopy(model)
     twin = EllipsoidalARC(twin_model.parameters(), ellipsoid="rms", max_krylov=5)
     twin.load_state_dict(opt.state_dict())
@@ -151,6 +152,8 @@ def test_counters_state_dict_deepcopy_and_pickle_continue_identically():
     assert twin.sigma == opt.sigma == clone.sigma == pickled.sigma
     assert opt.state_dict()["param_groups"][0]["sigma"] == 1.0
     assert opt.state_dict()["state"][0]["radius"] == opt.sigma
+    assert twin.state[next(twin_model.parameters())]["auto_radius"] == opt.state[next(model.parameters())][
+        "auto_radius"]  # chosen once: the continued runs did not choose again
 
 
 def test_contract_errors_name_the_option():
@@ -223,8 +226,65 @@ def test_training_methods_count_every_hessian_product(method, tmp_path):
                                data_options={"max_train": 200}))
     s = result.summary
     solver = sum(step["hvp_calls"] for step in result.steps)
-    probes = 3 if method == "TR_hess" else 0  # one Hutchinson probe per step for the Hessian ellipsoid
-    assert s["hvp"] == solver + probes
+    # TR_hess: one Hutchinson probe per step; ARC_rms: one product for its automatic sigma at the first step
+    others = 3 if method == "TR_hess" else 1
+    assert s["hvp"] == solver + others == solver + sum(step["other_hvp_calls"] for step in result.steps)
     assert s["backprops"] == s["backward"] + s["hvp"]
     assert main(["train", "--method", method, "--max-steps", "2", "--device", "cpu", "--max-train", "200",
                  "--no-progress", "--out", str(tmp_path / method)]) == 0
+
+
+def test_auto_sigma_is_the_cauchy_choice_and_the_first_step_is_0618_cauchy_lengths():
+    """sigma="auto": sigma_0 = ||g||_{M^-1} / Delta_C^2 with Delta_C the M-length of the Cauchy step,
+    i.e. kappa^2 / gamma^(5/2) for gamma = g^T M^-1 g, kappa = d^T B d, d = M^-1 g (closed form). With
+    B = c M the cubic model is minimised along d at t with -gamma + t kappa + sigma t^2 gamma^(3/2) = 0,
+    which for this sigma is t = (sqrt(5) - 1) / 2 * gamma / kappa: 0.618 of the Cauchy step."""
+    rng = np.random.default_rng(3)
+    b = rng.standard_normal(6)
+    c = 2.5
+    bt = torch.from_numpy(b)
+    x = nn.Parameter(torch.zeros(6, dtype=F64))
+    opt = EllipsoidalARC([x], sigma="auto", ellipsoid="uniform", krylov_tol=1e-12, max_krylov=6)
+    assert opt.param_groups[0]["auto_sigma"] is True and opt.param_groups[0]["sigma"] == 1.0
+    opt.step(lambda: bt @ x + 0.5 * c * (x * x).sum())
+    gamma, kappa = float(b @ b), c * float(b @ b)
+    assert opt.state[x]["auto_radius"] == pytest.approx(kappa**2 / gamma**2.5, rel=1e-12)
+    t = (math.sqrt(5.0) - 1.0) / 2.0 * gamma / kappa
+    np.testing.assert_allclose(x.detach().numpy(), -t * b, rtol=1e-9)
+    assert opt.last_step.step_m_norm == pytest.approx(0.618034 * gamma**1.5 / kappa, rel=1e-5)
+    # one product for the choice, counted among the step's other products; not chosen again
+    assert opt.last_step.other_hvp_calls == 1
+    assert opt.counters["hvp"] == opt.last_step.hvp_calls + 1
+    before = opt.counters["hvp"]
+    opt.step(lambda: bt @ x + 0.5 * c * (x * x).sum())
+    assert opt.counters["hvp"] - before == opt.last_step.hvp_calls
+
+    # the RMSProp norm: at the first step m = sqrt(0.2 b^2 + eps); B = c diag(m) makes B = c M again, and
+    # gamma, kappa take M^-1 (d = M^-1 g)
+    m = np.sqrt(0.2 * b * b + 1e-10)
+    mt = torch.from_numpy(m)
+    y = nn.Parameter(torch.zeros(6, dtype=F64))
+    opt = EllipsoidalARC([y], sigma="auto", ellipsoid="rms", krylov_tol=1e-12, max_krylov=6)
+    opt.step(lambda: bt @ y + 0.5 * c * (mt * y * y).sum())
+    d = b / m
+    gamma, kappa = float(b @ d), c * float(d @ (m * d))
+    assert opt.state[y]["auto_radius"] == pytest.approx(kappa**2 / gamma**2.5, rel=1e-9)
+    t = (math.sqrt(5.0) - 1.0) / 2.0 * gamma / kappa
+    np.testing.assert_allclose(y.detach().numpy(), -t * d, rtol=1e-8)
+
+
+def test_auto_sigma_keeps_the_given_sigma_without_positive_curvature_and_survives_a_state_dict():
+    x = nn.Parameter(torch.tensor([1.0, -2.0], dtype=F64))
+    opt = EllipsoidalARC([x], sigma="auto", ellipsoid="uniform")
+    opt.step(lambda: x.sum() - 0.5 * (x * x).sum())  # concave: no Cauchy point
+    assert opt.state[x]["auto_radius"] == 1.0  # the group's sigma stayed (then CGT's rule moved it)
+    z = nn.Parameter(torch.tensor([3.0, 1.0], dtype=F64))
+    opt = EllipsoidalARC([z], sigma="auto", ellipsoid="uniform")
+    opt.step(lambda: (z**4).sum())
+    clone = EllipsoidalARC([nn.Parameter(z.detach().clone())], sigma="auto", ellipsoid="uniform")
+    clone.load_state_dict(opt.state_dict())
+    assert clone.sigma == opt.sigma and clone.state[clone.param_groups[0]["params"][0]]["auto_radius"] > 0
+    with pytest.raises(ValueError, match="sigma must be a positive number or 'auto'"):
+        EllipsoidalARC([z], sigma="cauchy")
+    with pytest.raises(TypeError, match="auto_sigma"):
+        EllipsoidalARC([z], auto_sigma=1)

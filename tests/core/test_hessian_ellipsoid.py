@@ -257,11 +257,13 @@ def test_arc_with_the_block_hessian_ellipsoid_counts_its_probes():
     model, x, y = _net(6)
     opt = EllipsoidalARC(model.parameters(), ellipsoid="hessian", hessian_probes=3, hessian_block="layer",
                          max_krylov=4)
-    solver = 0
+    solver, others = 0, []
     for _ in range(4):
         opt.step(lambda: nn.functional.cross_entropy(model(x), y))
         solver += opt.last_step.hvp_calls
-    assert opt.counters["hvp"] == solver + 4 * 3
+        others.append(opt.last_step.other_hvp_calls)
+    assert others == [3 + 1, 3, 3, 3]  # the probes; at the first step also the automatic sigma's product
+    assert opt.counters["hvp"] == solver + 4 * 3 + 1
     m = opt.ellipsoid.diag()
     first = next(model.parameters())
     assert torch.unique(m[: first.numel()]).numel() == 1  # one value per layer
