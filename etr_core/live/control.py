@@ -1,4 +1,5 @@
-"""Starting, watching and stopping the computation of one live run (paper section 5).
+"""Starting, watching and stopping the computation of one live run, and metering its CPU (paper
+section 5).
 
 :class:`RunControl` is the process side of a :class:`etr_core.live.run.LiveRun`: it starts the
 worker process (:mod:`etr_core.live.worker`) and a reader thread that pumps the worker's events into
@@ -6,7 +7,8 @@ the run, or, for tests with stand-in training functions, a thread that runs the 
 process. It carries Stop to the worker, terminates a worker that ignores Stop or outlives its time
 limit, and reaps the process. The run's histories and statuses live in
 :class:`etr_core.live.state.RunState`; this class only reads its timing and writes the final status
-when a worker vanished without saying so.
+when a worker vanished without saying so. :class:`CpuMeter` turns the worker's cumulative CPU
+reports into increases for the owner's budget.
 """
 
 from __future__ import annotations
@@ -20,7 +22,41 @@ from etr_core.live.history import FAILED, STARTING, STOPPED
 from etr_core.live.state import RunState
 from etr_core.live.worker import WorkerSpec, mp_context, start_process, worker_main
 
-__all__ = ["RunControl"]
+__all__ = ["CpuMeter", "RunControl"]
+
+
+class CpuMeter:
+    """CPU seconds a run used, from cumulative reports (thread-safe); each listener receives every
+    increase. Reports that do not grow the total (repeats, NaN, text) are ignored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0.0
+        self._listeners: list[Callable[[float], None]] = []
+
+    @property
+    def total(self) -> float:
+        with self._lock:
+            return self._total
+
+    def add_listener(self, listener: Callable[[float], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def report(self, total: Any) -> None:
+        """The run has used ``total`` CPU seconds so far: pass the increase on to every listener."""
+        try:
+            total = float(total)
+        except (TypeError, ValueError):
+            return
+        with self._lock:
+            delta = total - self._total
+            if not delta > 0:  # also NaN
+                return
+            self._total = total
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(delta)
 
 
 class RunControl:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from etr_core._validation import check_choice, check_int, check_positive
-from etr_core.live.control import RunControl
+from etr_core.live.control import CpuMeter, RunControl
 from etr_core.live.engine import SCHEDULES, RunEngine, _config_method
 from etr_core.live.history import FAILED, FINISHED, QUEUED, STOPPED, LiveSnapshot
 from etr_core.live.monitor import StallRule
@@ -54,7 +54,75 @@ def stop_all_runs(timeout: float = 10.0) -> int:
     return sum(run.is_alive() for run in runs)
 
 
-class LiveRun:
+class RunReadout:
+    """What a page reads of a run, all from its :class:`etr_core.live.state.RunState` (``_state``)
+    and its method order (``_order``); the base of :class:`LiveRun`."""
+
+    _state: RunState
+    _order: list[str]
+    last_seen: float
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self._order)
+
+    @property
+    def status(self) -> str:
+        with self._state.lock:
+            return self._state.status
+
+    @property
+    def message(self) -> str:
+        with self._state.lock:
+            return self._state.message
+
+    @property
+    def running(self) -> bool:
+        """``True`` while queued, starting or training."""
+        return self._state.active
+
+    @property
+    def version(self) -> int:
+        with self._state.lock:
+            return self._state.version
+
+    @property
+    def ended_wall(self) -> float | None:
+        """Wall-clock time (``time.time()``) the run ended; ``None`` while it has not."""
+        return self._state.ended_wall
+
+    @ended_wall.setter
+    def ended_wall(self, value: float | None) -> None:
+        self._state.ended_wall = value
+
+    @property
+    def rows(self) -> int:
+        """Rows held (steps and evaluations), for the registry's memory bound."""
+        return len(self._state.steps) + len(self._state.evals)
+
+    def progress(self) -> float:
+        """Fraction of the budget used, in ``[0, 1]`` (1 once the run has ended)."""
+        with self._state.lock:
+            return self._state.progress()
+
+    def snapshot(self, steps_since: int = 0, evals_since: int = 0) -> LiveSnapshot:
+        """The run's state and the rows from ``steps_since`` / ``evals_since`` on (see
+        :class:`~etr_core.live.history.LiveSnapshot`); reading marks the run as watched."""
+        self.last_seen = time.monotonic()
+        return self._state.snapshot(steps_since, evals_since)
+
+    def tracebacks(self) -> dict[str, str]:
+        """Full tracebacks of the methods that raised (for logs; the page shows the one-line error)."""
+        with self._state.lock:
+            return dict(self._state.tracebacks)
+
+    def results(self) -> dict[str, Any]:
+        """The summary dict of every method whose training loop returned (``RunResult.summary``)."""
+        with self._state.lock:
+            return dict(self._state.results)
+
+
+class LiveRun(RunReadout):
     """A multi-method comparison trained outside the server's interpreter (paper section 5, Figs. 3-4).
 
     ``configs``: one :class:`etr_core.training.TrainConfig` per method (unique ``method``).
@@ -115,9 +183,8 @@ class LiveRun:
                                max_backprops=self.max_backprops, running_message=self._running_message(),
                                settings=self.settings)
         self._on_end: list[Callable[[LiveRun], None]] = []
-        self._on_cpu: list[Callable[[LiveRun, float], None]] = []
-        self._lock = threading.Lock()  # the CPU meter and the callback lists
-        self._cpu = 0.0
+        self._lock = threading.Lock()  # the end callbacks
+        self._meter = CpuMeter()
         self._stop_note: str | None = None
         self._control = RunControl(
             f"etr-live-{self.id}", self._state, apply=self._apply, ended=self._ended, make_spec=self._spec,
@@ -126,51 +193,11 @@ class LiveRun:
         with _ALL_RUNS_LOCK:
             _ALL_RUNS.add(self)
 
-    # ------------------------------------------------------------------ state
-    @property
-    def methods(self) -> list[str]:
-        return list(self._order)
-
-    @property
-    def status(self) -> str:
-        with self._state.lock:
-            return self._state.status
-
-    @property
-    def message(self) -> str:
-        with self._state.lock:
-            return self._state.message
-
-    @property
-    def running(self) -> bool:
-        """``True`` while queued, starting or training."""
-        return self._state.active
-
-    @property
-    def version(self) -> int:
-        with self._state.lock:
-            return self._state.version
-
-    @property
-    def ended_wall(self) -> float | None:
-        """Wall-clock time (``time.time()``) the run ended; ``None`` while it has not."""
-        return self._state.ended_wall
-
-    @ended_wall.setter
-    def ended_wall(self, value: float | None) -> None:
-        self._state.ended_wall = value
-
-    @property
-    def rows(self) -> int:
-        """Rows held (steps and evaluations), for the registry's memory bound."""
-        return len(self._state.steps) + len(self._state.evals)
-
     @property
     def cpu_seconds(self) -> float:
         """CPU seconds the run's worker process used so far (measured in the worker; for an in-process
         run, the seconds since training began, an upper bound of its single computing thread)."""
-        with self._lock:
-            return self._cpu
+        return self._meter.total
 
     @property
     def _process(self) -> Any:
@@ -191,7 +218,7 @@ class LiveRun:
     def add_cpu_callback(self, callback: Callable[[LiveRun, float], None]) -> None:
         """``callback(run, seconds)`` each time the worker reports more CPU used (about once a second,
         from the run's reader thread); ``seconds`` is the increase since the last report."""
-        self._on_cpu.append(callback)
+        self._meter.add_listener(lambda seconds: callback(self, seconds))
 
     def mark_queued(self, message: str) -> None:
         """Set by the registry while the run waits for a training slot."""
@@ -246,7 +273,7 @@ class LiveRun:
         """Fold one engine event into the state; meter CPU reports (``("cpu", total_seconds)``)."""
         kind = event[0]
         if kind == "cpu":
-            self._meter(event[1])
+            self._meter.report(event[1])
             return
         if kind == "run" and event[1] in (STOPPED, FINISHED, FAILED) and self._stop_note:
             event = ("run", event[1], f"{event[2]} {self._stop_note}".strip())
@@ -254,20 +281,7 @@ class LiveRun:
         if self.in_process and kind == "steps":
             with self._state.lock:
                 elapsed = self._state.elapsed()
-            self._meter(elapsed)
-
-    def _meter(self, total: Any) -> None:
-        try:
-            total = float(total)
-        except (TypeError, ValueError):
-            return
-        with self._lock:
-            delta = total - self._cpu
-            if not delta > 0:
-                return
-            self._cpu = total
-        for callback in list(self._on_cpu):
-            callback(self, delta)
+            self._meter.report(elapsed)
 
     def _ended(self) -> None:
         with self._lock:
@@ -284,29 +298,6 @@ class LiveRun:
         if self.device == "cpu" and self.torch_threads:
             threads = f", {self.torch_threads} torch thread(s)"
         return f"Training {', '.join(self._order)} on {self.device} {where}{threads} ({how})."
-
-    # ------------------------------------------------------------------ reading
-    def progress(self) -> float:
-        """Fraction of the budget used, in ``[0, 1]`` (1 once the run has ended)."""
-        with self._state.lock:
-            return self._state.progress()
-
-    def snapshot(self, steps_since: int = 0, evals_since: int = 0) -> LiveSnapshot:
-        """The run's state and the rows from ``steps_since`` / ``evals_since`` on (see
-        :class:`~etr_core.live.history.LiveSnapshot`); reading marks the run as watched."""
-        self.last_seen = time.monotonic()
-        return self._state.snapshot(steps_since, evals_since)
-
-    def tracebacks(self) -> dict[str, str]:
-        """Full tracebacks of the methods that raised (for logs; the page shows the one-line error)."""
-        with self._state.lock:
-            return dict(self._state.tracebacks)
-
-    def results(self) -> dict[str, Any]:
-        """The summary dict of every method whose training loop returned (``RunResult.summary``)."""
-        with self._state.lock:
-            return dict(self._state.results)
-
 
 def _resolve_device(config: Any) -> str:
     wanted = str(getattr(config, "device", "auto") or "auto")

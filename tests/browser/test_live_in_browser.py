@@ -3,8 +3,11 @@
 Debian's chromium driven by playwright against ``streamlit run app.py`` (the recipe of
 ``test_pages_in_browser.py``). One run trains in a worker process while the page is reloaded, the
 browser goes offline and back (the websocket drops and reconnects), and a second tab opens the
-page's link: every time the curves come back with at least the points seen before, and after Stop
-the summary and the CSV download are there. Screenshots go to ``artifacts/browser/``.
+page's link: every time the curves come back with at least the points seen before, and the second
+tab, being the same browser, is offered Stop. A second browser context (another browser) opening the
+link sees the curves but no Stop, only "Start a copy of this run". After Stop (pressed after the
+reload and the reconnect: the owner kept it) the summary and the CSV download are there.
+Screenshots go to ``artifacts/browser/``.
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
-# a run long enough to be interrupted: two methods, a large budget, at most 300 s
-LONG_RUN = "lt_methods=TR_rms,Adam&lt_budget=20000&lt_max_steps=20000&lt_max_seconds=300&lt_eval_every=10"
+# a run long enough to be interrupted on a quiet machine too: three methods, the largest budget and
+# first-order batch, an evaluation on the full data after every step; at most 300 s
+LONG_RUN = ("lt_methods=TR_rms,Adam,SGD&lt_budget=20000&lt_max_steps=20000&lt_max_seconds=300"
+            "&lt_eval_every=1&lt_fo_batch=256")
 
 
 @pytest.fixture(scope="module")
 def server(chromium_path: str) -> Iterator[str]:
-    """A server of this module's own, without the shared one's step cap: the run must be long."""
-    with streamlit_server("streamlit_live.log", dict(os.environ)) as url:
+    """A server of this module's own, without the shared one's step cap: the run must be long (and
+    not cut by the per-browser CPU budget, which the unit tests check)."""
+    with streamlit_server("streamlit_live.log", dict(os.environ, ETR_SESSION_CPU_SECONDS="100000")) as url:
         yield url
 
 
@@ -76,6 +82,22 @@ def test_a_live_run_survives_reload_reconnect_and_a_second_tab(server: str, brow
         page.wait_for_selector(CHART, timeout=180_000)
         seen = _wait_points(page, 20)
 
+        stranger = browser.new_context(viewport={"width": 1400, "height": 1200})  # another browser
+        try:
+            watcher = stranger.new_page()
+            watcher.on("pageerror", lambda e: errors.append(str(e)))
+            watcher.goto(link, wait_until="domcontentloaded")
+            watcher.wait_for_selector(CHART, timeout=180_000)
+            _wait_points(watcher, seen)  # every curve, while the run trains ...
+            watcher_main = watcher.get_by_test_id("stMainBlockContainer")
+            watcher_main.get_by_role("button", name="Start a copy of this run").wait_for(timeout=60_000)
+            assert watcher_main.get_by_role("button", name="Stop").count() == 0  # ... but no Stop
+            assert "started in another browser" in _text(watcher) and "running" in _text(watcher)
+            watcher.screenshot(path=str(ARTIFACTS / "live_other_browser.png"), full_page=True,
+                               timeout=120_000)
+        finally:
+            stranger.close()
+
         page.reload(wait_until="domcontentloaded")  # a refreshed tab re-attaches by the link
         page.wait_for_selector(CHART, timeout=180_000)
         seen = _wait_points(page, seen + 1)
@@ -86,10 +108,13 @@ def test_a_live_run_survives_reload_reconnect_and_a_second_tab(server: str, brow
         context.set_offline(False)  # ... and reconnects: the run went on meanwhile
         seen = _wait_points(page, seen + 1)
 
-        other = context.new_page()  # a second tab (a student) with the same link
+        other = context.new_page()  # a second tab of the same browser with the link: the owner's again
         other.goto(link, wait_until="domcontentloaded")
         other.wait_for_selector(CHART, timeout=180_000)
         _wait_points(other, seen)
+        other_main = other.get_by_test_id("stMainBlockContainer")
+        other_main.get_by_role("button", name="Stop").wait_for(timeout=60_000)
+        assert other_main.get_by_role("button", name="Start a copy of this run").count() == 0
         other.close()
 
         # the Stop button is briefly disabled while a rerun redraws it: wait for it rather than read it
