@@ -87,3 +87,33 @@ def test_the_preset_reaches_the_optimiser_and_shows_in_summary_and_csv() -> None
         steps, _ = read_metrics_csv(metrics_csv(snap.steps, snap.evals))  # what the download holds
         assert set(steps.loc[steps["method"] == "TR_uni", "preset"]) == {preset}
         assert steps.loc[steps["method"] == "Adam", "preset"].isna().all()
+
+
+def test_comparison_configs_route_the_preset_to_tr_methods_only() -> None:
+    from etr_core.config import authors
+    from etr_core.live import comparison_configs
+    from etr_core.training import resolve_tr_config
+
+    uni, adam = comparison_configs(["TR_uni", "Adam"], preset="authors", max_steps=5)
+    assert uni.preset == "authors" and adam.preset == "paper"
+    expected = authors("mnist", "fc", "uniform")  # digits uses the authors' MNIST values
+    resolved = resolve_tr_config(uni)
+    assert (resolved.radius, resolved.eta1, resolved.eta2, resolved.batch_size) == \
+        (expected.radius, expected.eta1, expected.eta2, expected.batch_size)
+    assert resolve_tr_config(comparison_configs(["TR_rms"], preset="fast")[0]).auto_radius is True
+    with pytest.raises(ValueError, match="preset"):
+        comparison_configs(["TR_rms"], preset="quick")
+
+
+def test_the_authors_preset_on_a_data_set_without_files_says_so_in_one_line() -> None:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in {"lt_tr_preset": "authors", "lt_dataset": "moons", "lt_methods": "TR_rms"}.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(PAGE).run()
+    assert any("authors' files set every TR parameter" in c.value for c in at.caption)
+    at.button(key="lt_start").click().run()
+    assert not at.exception, at.exception
+    (error,) = at.error
+    assert "preset='authors'" in error.value and "moons" in error.value and "\n" not in error.value
+    assert at.query_params.get("run") is None
