@@ -80,6 +80,7 @@ def test_the_browser_id_is_the_unmasked_cookie_token_hashed() -> None:
         assert owner_from_cookies(bad) is None
 
 
+@pytest.mark.slow
 def test_only_the_owner_may_stop_others_watch_and_start_a_copy_of_their_own() -> None:
     owner = _page(LONG)
     owner.button(key="lt_start").click().run()
