@@ -9,10 +9,13 @@ framework". Each ``step(closure)`` minimises (approximately, over a Lanczos Kryl
 with ``diag(m)`` from the same ellipsoids as :class:`etr_core.optim.EllipsoidalTR` ("uniform",
 "adagrad", "rms", "hessian"), then judges ``rho = (L(w) - L(w + s)) / (m(0) - m(s))`` (CGT 2011
 Eq. 2.4, the cubic term included, float64) on the same batch and updates ``sigma`` as CGT 2011
-Algorithm 2.1 with their section 7 constants: ``rho >= eta2 = 0.9`` (very successful): accept,
-``sigma <- max(sigma / gamma1, sigma_min / lr)``; ``rho >= eta1 = 0.1`` (successful): accept, sigma
-kept; otherwise reject (parameters restored bitwise) and ``sigma <- min(gamma2 sigma, sigma_max)``,
-``gamma1 = gamma2 = 2``. ``1/sigma`` plays the part of the trust-region radius.
+Algorithm 2.1: ``rho >= eta2 = 0.9`` (very successful): accept, ``sigma <- max(sigma / gamma1,
+sigma_min / lr)``; ``rho >= eta1 = 0.1`` (successful): accept, sigma kept; otherwise reject (parameters
+restored bitwise) and ``sigma <- min(gamma2 sigma, sigma_max)``, ``gamma1 = 2`` and ``gamma2 = 4``.
+CGT's section 7 uses ``gamma2 = 2`` (pass ``gamma2=2.0``); 4 is the default because it was faster on
+every network measured here (digits MLP, 8 seeds, backprops to 99% training accuracy: 330 against 432;
+Fashion-MNIST MLP, one seed: 248 against 268 to training loss 0.7; ``benchmarks/bench_arc_sigma.py``).
+``1/sigma`` plays the part of the trust-region radius.
 
 Everything else is EllipsoidalTR's (the shared base class): the closure API (``closure()`` returns the
 batch loss without calling ``backward``; optional ``hessian_closure``), one random state and one
@@ -63,7 +66,7 @@ __all__ = ["ARC_DEFAULTS", "ARC_OPTIONS", "EllipsoidalARC"]
 
 ARC_DEFAULTS: dict[str, Any] = {
     "ellipsoid": "rms", "sigma": 1.0, "sigma_min": 1e-8, "sigma_max": 1e16, "lr": 1.0,
-    "eta1": 0.1, "eta2": 0.9, "gamma1": 2.0, "gamma2": 2.0, "ellipsoid_update": "every_iteration",
+    "eta1": 0.1, "eta2": 0.9, "gamma1": 2.0, "gamma2": 4.0, "ellipsoid_update": "every_iteration",
     "beta": 0.8, "eps": 1e-10, "eps_mode": "paper", "tiny_pred": 0.0,
     "krylov_tol": 0.1, "theta": 0.5, "max_krylov": 50, "hessian_probes": 1, "hessian_block": "element",
     "auto_sigma": True,
@@ -114,7 +117,7 @@ class EllipsoidalARC(_TrustRegionBase):
     docstring). Options (each a key of every param group, equal in all groups): ``ellipsoid``
     ("rms", "adagrad", "uniform", "hessian"), ``sigma`` (initial; default ``"auto"``: chosen at the first
     step from its Cauchy point, the option ``auto_sigma``; a number starts there), ``sigma_min`` (1e-8),
-    ``sigma_max`` (1e16), ``lr`` (1.0), ``eta1`` (0.1), ``eta2`` (0.9), ``gamma1``/``gamma2`` (2, 2),
+    ``sigma_max`` (1e16), ``lr`` (1.0), ``eta1`` (0.1), ``eta2`` (0.9), ``gamma1``/``gamma2`` (2, 4),
     ``krylov_tol``/``theta`` (stop when the model gradient's ``M^-1`` norm is ``<= ||g|| min(krylov_tol,
     ||g||^theta)``), ``max_krylov`` (50), and the ellipsoid's ``beta``, ``eps``, ``eps_mode``,
     ``ellipsoid_update``; ``hessian_probes`` (1) and ``hessian_block`` ("element", "layer", "unit") for

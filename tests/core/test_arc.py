@@ -100,7 +100,7 @@ def test_first_step_is_the_global_minimiser_of_the_cubic_model():
 def test_sigma_follows_cgt_algorithm_2_1():
     """On a quadratic the actual decrease exceeds the cubic model's (rho = 1 + (sigma/3)||s||^3 / pred
     > 1): every step very successful and sigma halves; on f = 1e6 ||x||^4 a large step fails, sigma
-    doubles and the parameters are restored bitwise."""
+    grows by gamma2 (4 by default, CGT's 2 when given) and the parameters are restored bitwise."""
     x = nn.Parameter(torch.tensor([3.0, -1.0], dtype=F64))
     opt = EllipsoidalARC([x], ellipsoid="uniform", sigma=1.0)
     for k in range(4):
@@ -112,8 +112,11 @@ def test_sigma_follows_cgt_algorithm_2_1():
     before = y.detach().clone()
     opt.step(lambda: 1e6 * ((y - 0.999) ** 2).sum() ** 2 + (y * y).sum())
     assert opt.last_step.quality == "unsuccessful" and not opt.last_step.accepted
-    assert opt.sigma == pytest.approx(2e-3)
+    assert opt.sigma == pytest.approx(4e-3)
     assert torch.equal(y.detach(), before)
+    opt = EllipsoidalARC([y], ellipsoid="uniform", sigma=1e-3, gamma2=2.0)
+    opt.step(lambda: 1e6 * ((y - 0.999) ** 2).sum() ** 2 + (y * y).sum())
+    assert not opt.last_step.accepted and opt.sigma == pytest.approx(2e-3)
     # sigma_min / lr bounds the decrease, sigma_max the increase
     z = nn.Parameter(torch.tensor([1.0], dtype=F64))
     opt = EllipsoidalARC([z], ellipsoid="uniform", sigma=1e-3, sigma_min=1e-3)
