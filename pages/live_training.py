@@ -46,7 +46,7 @@ from ui.common import (
     url_toggle,
 )
 from ui.frame import ensure_app_frame
-from ui.live_view import RunView, empty_loss_figure
+from ui.live_view import empty_loss_figure, session_view
 from ui.owner import browser_owner, owner_is_per_browser
 
 ensure_app_frame()
@@ -173,14 +173,6 @@ def copy_run(run_id: str) -> None:
         st.session_state[f"{P}_start_error"] = str(exc)
         return
     st.query_params["run"] = run.id
-
-
-def _view(run_id: str) -> RunView:
-    view = st.session_state.get(f"{P}_view")
-    if not isinstance(view, RunView) or view.run_id != run_id:
-        view = RunView(run_id)
-        st.session_state[f"{P}_view"] = view
-    return view
 
 
 worker_server()
@@ -331,7 +323,7 @@ def live_view() -> None:
         st.plotly_chart(empty_loss_figure(x_axis, log_y), key=f"{P}_loss_chart", width="stretch")
         st.info("Choose the methods and press **Start**. Curves appear here as the worker trains.")
         return
-    view = _view(current.id)
+    view = session_view(current.id, f"{P}_view")
     snap, _ = view.receive(current)
     st.progress(snap.progress, text=f"{snap.status} · {snap.elapsed:.1f} s · {snap.message}")
     if snap.queued:
@@ -418,11 +410,13 @@ beyond = [m for m in methods if m in ("TR_hess", "ARC_rms")]
 st.markdown(
     "**Beyond the paper: TR_hess and ARC_rms** (its section 6 and footnote 4). TR_hess draws its ellipsoid "
     "from the Hessian's diagonal, estimated every step with a Hutchinson probe (a random ±1 vector z and "
-    "one Hessian-vector product, diag(H) ≈ z ⊙ Hz), smoothed like RMSProp and floored at √ε; those "
+    "one Hessian-vector product, diag(H) ≈ z ⊙ Hz), smoothed like RMSProp and floored at √ε (smoothing "
+    "the squares of one probe, its m follows the Hessian's row norms rather than |diag(H)|); those "
     "products are counted as backprops, so its loss curve pays for them on the x-axis. ARC_rms has no "
     "region: it minimises the quadratic model plus σ/3·‖s‖³ in the RMSProp norm, and in the radius panel "
-    "its line, labelled “sigma (ARC)”, is σ, which moves the opposite way to a radius: halved after a "
-    "very successful step, doubled after a rejected one; its Krylov panel counts Lanczos products. "
+    "its line, labelled “sigma (ARC)”, is σ, which moves the opposite way to a radius: it starts where "
+    "the first step's Cauchy point puts it, is halved after a very successful step and multiplied by 4 "
+    "after a rejected one; its Krylov panel counts Lanczos products. "
     + (f"Selected now: {', '.join(beyond)}." if beyond else "Add them under Methods to see both.")
 )
 st.caption(
