@@ -155,7 +155,10 @@ def hessian_figure(
     if results.exists() and json.loads(results.read_text()).get("config", {}).get("seeds") == config.seeds:
         summary = json.loads(results.read_text())["summary"]  # finished earlier: reuse
     else:
-        result = run_hessian_experiment(config)
+        from etr_core.training import _Threads
+
+        with _Threads(request.threads):  # --threads reaches the Hessians too (idle OpenMP threads spin)
+            result = run_hessian_experiment(config)
         write_results(result, folder)
         summary = result.summary
     files = write_figure(phase_bars(summary), folder / "diagonal_mass", png=request.png)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -205,3 +206,32 @@ def test_real_data_trains_the_papers_networks_for_a_few_steps(dataset, model, me
 def test_methods_outside_the_figure_are_rejected():
     with pytest.raises(ValueError, match="methods of fig3"):
         reproduce(ReproduceRequest("fig3", dataset="digits", methods=("Adam",), out="unused"))
+
+
+@pytest.mark.slow
+def test_hessian_figures_run_on_the_requested_thread_count(tmp_path, monkeypatch):
+    import torch
+
+    import etr_core.hessian_experiment as experiment
+
+    seen = []
+    real = experiment.run_hessian_experiment
+
+    def spy(config, progress=None):
+        seen.append(torch.get_num_threads())
+        return real(dataclasses.replace(config, archs=("8",), steps=4), progress)
+
+    monkeypatch.setattr(experiment, "run_hessian_experiment", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        request = ReproduceRequest(
+            "fig6", dataset="digits", seeds=1, threads=1, out=str(tmp_path), device="cpu", png=False
+        )
+        text = reproduce(request).markdown
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]  # --threads 1 while the Hessians are computed
+    assert after == 2  # and the caller's count afterwards
+    assert "| 8 (d = 610) |" in text
