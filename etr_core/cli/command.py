@@ -20,7 +20,7 @@ from etr_core.errors import one_line, user_message
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``etr`` parser: ``--debug`` and the subcommands train, compare, plot, reproduce, download, hessian."""
+    """The ``etr`` parser: ``--debug`` and the commands train, compare, plot, reproduce, download, hessian."""
     parser = _Parser(
         prog="etr",
         description="Ellipsoidal trust-region methods for neural network training "
