@@ -155,7 +155,7 @@ def hessian_figure(
     if results.exists() and json.loads(results.read_text()).get("config", {}).get("seeds") == config.seeds:
         summary = json.loads(results.read_text())["summary"]  # finished earlier: reuse
     else:
-        from etr_core.training import _Threads
+        from etr_core.training.threads import _Threads
 
         with _Threads(request.threads):  # --threads reaches the Hessians too (idle OpenMP threads spin)
             result = run_hessian_experiment(config)
