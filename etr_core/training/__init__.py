@@ -37,8 +37,16 @@ The package holds one job per module: :mod:`~etr_core.training.run_config` (meth
 
 from __future__ import annotations
 
-# __all__ is the public surface; the other names are re-exported for the code that imports them from here
+# __all__ is the public surface; every other name the single-module etr_core.training had is re-exported
+# for the code that imports it from here
 from etr_core.training.records import RunResult
+from etr_core.training.records import _Clock as _Clock
+from etr_core.training.records import _dispatch as _dispatch
+from etr_core.training.run_config import _AUTHORS_DATASET as _AUTHORS_DATASET
+from etr_core.training.run_config import _AUTHORS_MODEL as _AUTHORS_MODEL
+from etr_core.training.run_config import _DATA_OPTIONS as _DATA_OPTIONS
+from etr_core.training.run_config import _DATASET_SHAPES as _DATASET_SHAPES
+from etr_core.training.run_config import _RESUMABLE_CHANGES as _RESUMABLE_CHANGES
 from etr_core.training.run_config import DTYPES as DTYPES
 from etr_core.training.run_config import METHODS, MethodSpec, TrainConfig, resolve_tr_config
 from etr_core.training.run_config import PRESETS as PRESETS
@@ -46,7 +54,9 @@ from etr_core.training.run_config import STOP_REASONS as STOP_REASONS
 from etr_core.training.run_config import copy_config as copy_config
 from etr_core.training.run_config import dataset_for as dataset_for
 from etr_core.training.steps import SNAPSHOT_EVERY as SNAPSHOT_EVERY
+from etr_core.training.steps import _first_order as _first_order
 from etr_core.training.threads import MAX_THREADS as MAX_THREADS
+from etr_core.training.threads import _Threads as _Threads
 from etr_core.training.threads import resolve_num_threads
 from etr_core.training.trainer import _Trainer as _Trainer
 from etr_core.training.trainer import train
