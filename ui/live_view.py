@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import plotly.graph_objects as go
+import streamlit as st
 
 from etr_core.live import EVAL_COLUMNS, STEP_COLUMNS, STEP_EXTRAS, LiveRun, LiveSnapshot
 from etr_core.viz.live_plots import accuracy_figure, cg_iterations_figure, loss_figure, trust_region_figure
 from ui.presentation import presentable, presenting
 
-__all__ = ["FINAL_POINTS", "LIVE_POINTS", "RunView", "empty_loss_figure"]
+__all__ = ["FINAL_POINTS", "LIVE_POINTS", "RunView", "empty_loss_figure", "session_view"]
 
 LIVE_POINTS, FINAL_POINTS = 600, 1500  # points per curve while training / once ended
 
@@ -26,6 +27,16 @@ def empty_loss_figure(x: str, log_y: bool) -> go.Figure:
     """The loss chart before any run: axes and a "press Start" note."""
     empty = pd.DataFrame(columns=list(STEP_COLUMNS)), pd.DataFrame(columns=list(EVAL_COLUMNS))
     return presentable(loss_figure(*empty, x=x, log_y=log_y))
+
+
+def session_view(run_id: str, key: str) -> RunView:
+    """This session's :class:`RunView` of run ``run_id``, kept in ``st.session_state[key]`` (a new,
+    empty one when the session looked at another run before)."""
+    view = st.session_state.get(key)
+    if not isinstance(view, RunView) or view.run_id != run_id:
+        view = RunView(run_id)
+        st.session_state[key] = view
+    return view
 
 
 @dataclass
