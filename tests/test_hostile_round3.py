@@ -262,12 +262,12 @@ def test_nan_loss_at_w_and_at_the_trial_point_leave_the_parameters_bitwise(cls, 
     assert opt.last_step.fault == "nonfinite_trial_loss" and not opt.last_step.accepted
 
 
-def _raising(good, where: str):
+def _raising(good, where: str, error: type[BaseException] = RuntimeError):
     """``good`` that raises at its call at ``w`` or at the trial point (the only call without grad)."""
 
     def closure(batch_fraction: float = 1.0):
         if (where == "trial") == (not torch.is_grad_enabled()):
-            raise RuntimeError("data loader died")
+            raise error("data loader died")
         return good(batch_fraction)
 
     return closure
@@ -286,14 +286,15 @@ def _raising(good, where: str):
         ),
     ],
 )
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt], ids=["error", "ctrl_c"])
 @pytest.mark.parametrize(("cls", "options"), CASES)
-def test_a_closure_that_raises_midway_leaves_the_parameters_bitwise(cls, options, where):
+def test_a_closure_that_raises_midway_leaves_the_parameters_bitwise(cls, options, where, error):
     model, X, y, batches = _task()
     opt = cls(model.parameters(), **options)
     _run(model, opt, X, y, batches[:2])
     before = _flat(model).clone()
-    with pytest.raises(RuntimeError, match="data loader died"):
-        opt.step(_raising(_closure(model, X, y, batches[2]), where))
+    with pytest.raises(error, match="data loader died"):
+        opt.step(_raising(_closure(model, X, y, batches[2]), where, error))
     assert torch.equal(_flat(model), before)
 
 

@@ -118,6 +118,14 @@ def test_reproduce_an_empty_list_is_refused_not_replaced_by_all(flag, tmp_path, 
     assert code == 2 and flag in error_line(err)
 
 
+@pytest.mark.xfail(strict=True, reason="etr compare --seed-list '' silently runs seeds 0, 1, 2 (an empty "
+                   "--methods is refused, an empty seed list is not)")
+def test_compare_an_empty_seed_list_is_refused(tmp_path, capsys):
+    code, err = run_cli(["compare", "--methods", "TR_hess", "--seed-list", "", "--max-steps", "1", *QUICK,
+                         "--html-only", "--out", str(tmp_path / "cmp")], capsys)
+    assert code == 2 and "--seed-list" in error_line(err)
+
+
 # --- etr reproduce: broken data ---------------------------------------------------------------------------
 _STEMS = {
     "train_x": "train-images-idx3-ubyte",
