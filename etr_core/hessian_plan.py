@@ -18,7 +18,7 @@ starts and lowers seeds, then the Hessian's batch, then the steps until the esti
 ``CPU_CAP`` seconds and ``MEMORY_CAP`` bytes; the worker enforces each job's CPU budget while it
 computes (a unit that overruns stops with :class:`~etr_core.hessian_jobs.BudgetExceeded`). Over
 time, every unit's CPU counts against the browser that asked for it (:mod:`etr_core.cpu_budget`,
-120 s per 10 minutes by default); the page starts nothing new while that budget is used up.
+420 s per 15 minutes by default); the page starts nothing new while that budget is used up.
 """
 
 from __future__ import annotations

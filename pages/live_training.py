@@ -21,6 +21,7 @@ from etr_core.data import FILE_DATASETS, available_datasets, default_root
 from etr_core.devices import describe_device
 from etr_core.devices import device as resolve_device
 from etr_core.live import (
+    TIME_LIMITS_S,
     LiveRun,
     RunRefused,
     comparison_configs,
@@ -247,7 +248,7 @@ with col_budget:
     if max_steps_cap() is not None:
         st.caption(f"This server caps every method at {max_steps_cap()} steps.")
     url_select_slider("Time limit for the whole run (s)", f"{P}_max_seconds",
-                      [5, 10, 20, 30, 60, 120, 300], 60)
+                      list(TIME_LIMITS_S), 60)
     url_select_slider("Evaluate on the full data every (steps)", f"{P}_eval_every", [1, 2, 5, 10, 20, 50], 5)
     url_select_slider("Accuracy target", f"{P}_acc_target", [0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 1.0], 0.95,
                       format_func=lambda v: f"{v:.0%}")

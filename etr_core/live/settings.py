@@ -15,12 +15,17 @@ from etr_core._validation import check_choice
 
 __all__ = [
     "LIMITS",
+    "TIME_LIMITS_S",
     "comparison_configs",
     "env_limit",
     "local_dataset_status",
     "max_concurrent_runs",
     "max_steps_cap",
 ]
+
+# the live page's choices for a run's time limit (seconds of wall clock for the whole run; the
+# worker uses one core, so at most this many seconds of CPU)
+TIME_LIMITS_S = (5, 10, 20, 30, 60, 120, 300)
 
 # variable -> (default, minimum, maximum, meaning); None as default means "no limit"
 LIMITS: dict[str, tuple[int | None, int, int, str]] = {

@@ -92,7 +92,7 @@ def test_limits_come_from_the_environment_and_bad_values_name_the_variable(monke
     monkeypatch.delenv(SECONDS_ENV, raising=False)
     monkeypatch.delenv(WINDOW_ENV, raising=False)
     default = CpuBudget.from_environment()
-    assert (default.seconds, default.window) == (120.0, 600.0)
+    assert (default.seconds, default.window) == (420.0, 900.0)
     monkeypatch.setenv(SECONDS_ENV, "30")
     monkeypatch.setenv(WINDOW_ENV, "60")
     assert (CpuBudget.from_environment().seconds, CpuBudget.from_environment().window) == (30.0, 60.0)
@@ -208,3 +208,14 @@ def _burn_train(config, *, callbacks=(), stop_event=None, data=None):
     while time.process_time() < end:
         pass
     return FakeTrain()(config, callbacks=callbacks, stop_event=stop_event, data=data)
+
+
+def test_default_budget_admits_the_longest_live_run_and_a_few_hessian_settings() -> None:
+    """No widget value is cut short by the default budget: the live page's longest run (one core
+    for its whole time limit) plus three Hessian-page settings at their CPU cap fit in one window."""
+    from etr_core.cpu_budget import DEFAULT_SECONDS, DEFAULT_WINDOW
+    from etr_core.hessian_plan import CPU_CAP
+    from etr_core.live import TIME_LIMITS_S
+
+    assert max(TIME_LIMITS_S) + 3 * CPU_CAP <= DEFAULT_SECONDS
+    assert max(TIME_LIMITS_S) <= DEFAULT_WINDOW
