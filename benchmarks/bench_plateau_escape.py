@@ -27,7 +27,8 @@ What a single probe estimates: with Rademacher ``z``, ``E[(z_i (Hz)_i)^2] = H_ii
 the squared Euclidean norm of row ``i`` of ``H``; the EMA of the squared estimates is what ``m``
 follows, so TR_hess with one probe is a row-norm-of-the-Hessian ellipsoid (``k`` probes:
 ``H_ii^2 + (1/k) sum_{j != i} H_ij^2``). ``--at-plateau`` checks this on the network: at TR_rms's
-stalled point it compares the exact Hessian's ``|diag H|`` and row norms with TR_hess's ``m`` there.
+stalled point it compares the exact Hessian's ``|diag H|`` and row norms with TR_hess's ``m`` there,
+and continues from that point with fresh TR_rms, TR_rms with floor 1e-8 and TR_hess optimisers.
 
     python3 benchmarks/bench_plateau_escape.py --seeds 0,1,2 --budget 6000 --out-json plateau_escape.json
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import itertools
 import json
 import math
@@ -259,6 +261,7 @@ def at_plateau(args: argparse.Namespace) -> str:
     with _patched(cls):
         result = train(cfg)
     opt = log["opt"][0]
+    stalled = copy.deepcopy(result.model)  # float32, for the continued runs below
     model = result.model.to(torch.float64)
     params = list(model.parameters())
     sizes = [p.numel() for p in params]
@@ -310,7 +313,46 @@ def at_plateau(args: argparse.Namespace) -> str:
             lines.append(f"| {name} | {radius:g} | {res.exit} | {res.iterations} | "
                          f"{res.pred_reduction:.2e} | "
                          f"{actual:.2e} | {float(s.norm()):.2e} | " + " | ".join(cells) + " |")
+    lines += ["", continued_runs(stalled, x.float(), y.float(), args)]
     return "\n".join(lines)
+
+
+CONTINUED = {
+    "TR_rms (fresh optimiser: radius 1e-4, empty EMA)": {"ellipsoid": "rms"},
+    "TR_rms, floor 1e-8": {"ellipsoid": "rms", "eps": 1e-16},
+    "TR_hess": {"ellipsoid": "hessian"},
+}
+
+
+def continued_runs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> str:
+    """From TR_rms's stalled point, a fresh optimiser of each kind in :data:`CONTINUED` (Table 1
+    otherwise, batch 512, batches drawn with seed 0) for ``--continue-steps`` steps: does it leave?"""
+    from etr_core.optim import EllipsoidalTR
+
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    rows = [f"Continued from TR_rms's stalled point (seed 0, {args.plateau_steps} steps), fresh optimisers:",
+            "", "| optimiser | full loss every 50 steps | first step below 0.40 | backprops |",
+            "|---|---|---|---|"]
+    for label, options in CONTINUED.items():
+        net = copy.deepcopy(model)
+        opt = EllipsoidalTR(net.parameters(), **options)
+        gen = torch.Generator().manual_seed(0)
+        trace, left = [], None
+        for step in range(args.continue_steps + 1):
+            if step % 50 == 0:
+                with torch.no_grad():
+                    full = float(loss_fn(net(x), y))
+                trace.append(f"{full:.4f}")
+                if left is None and full < PLATEAU:
+                    left = step
+            if step == args.continue_steps:
+                break
+            idx = torch.randint(0, x.shape[0], (512,), generator=gen)
+            opt.step(lambda idx=idx, net=net: loss_fn(net(x[idx]), y[idx]))
+        c = opt.counters
+        rows.append(f"| {label} | {', '.join(trace)} | {left if left is not None else '-'} | "
+                    f"{c['backward'] + c['hvp']} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-json", default=None)
     p.add_argument("--at-plateau", action="store_true", help="only the analysis at TR_rms's stalled point")
     p.add_argument("--plateau-steps", type=int, default=400)
+    p.add_argument("--continue-steps", type=int, default=400,
+                   help="--at-plateau: steps of the continued runs")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.at_plateau:
