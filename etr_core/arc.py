@@ -74,11 +74,13 @@ ARC_DEFAULTS: dict[str, Any] = {
 ARC_OPTIONS = tuple(ARC_DEFAULTS)
 _TR_FIELDS = ("ellipsoid", "eta1", "eta2", "gamma1", "gamma2", "ellipsoid_update", "beta", "eps",
               "eps_mode", "tiny_pred", "krylov_tol", "theta", "max_krylov", "hessian_probes", "hessian_block")
+# options added after states were first saved, with the value that reproduces those states' runs
+_LATER = {"auto_sigma": False}
 _CANONICAL = {"uni": "uniform", "sphere": "uniform", "ada": "adagrad", "rmsprop": "rms"}
 
 
 def _group_options(group: Mapping[str, Any], where: str) -> GroupOptions:
-    missing = [k for k in ARC_OPTIONS if k not in group]
+    missing = [k for k in ARC_OPTIONS if k not in group and k not in _LATER]
     if missing:
         raise ValueError(f"{where} lacks option(s) {missing}")
     unknown = sorted(str(k) for k in group if k not in ARC_OPTIONS and k not in TORCH_GROUP_KEYS)
@@ -94,7 +96,7 @@ def _group_options(group: Mapping[str, Any], where: str) -> GroupOptions:
             raise ValueError(f"sigma must lie in [sigma_min, sigma_max] = [{sigma_min!r}, {sigma_max!r}], "
                              f"got {sigma!r}")
         lr = check_positive("lr", group["lr"])
-        check_bool("auto_sigma", group["auto_sigma"])
+        check_bool("auto_sigma", group.get("auto_sigma", _LATER["auto_sigma"]))
         fields = {k: group[k] for k in _TR_FIELDS}
         if isinstance(fields["ellipsoid"], str):
             fields["ellipsoid"] = _CANONICAL.get(fields["ellipsoid"].lower(), fields["ellipsoid"].lower())
@@ -109,7 +111,8 @@ def _values(group: Mapping[str, Any]) -> tuple[Any, ...]:
     options = _group_options(group, "")
     c = options.config
     return (c.ellipsoid, options.radius, float(group["sigma_min"]), c.max_radius, options.lr,
-            *(getattr(c, k) for k in _TR_FIELDS[1:]), bool(group["auto_sigma"]))
+            *(getattr(c, k) for k in _TR_FIELDS[1:]),
+            bool(group.get("auto_sigma", _LATER["auto_sigma"])))
 
 
 class EllipsoidalARC(_TrustRegionBase):
@@ -181,7 +184,7 @@ class EllipsoidalARC(_TrustRegionBase):
         del prep
         if hessian_closure is not None:
             hvp, updated, m = self._hessian_batch(hessian_closure, g, updated, m)
-        if self.param_groups[0]["auto_sigma"] and "auto_radius" not in self._region:
+        if self.param_groups[0].get("auto_sigma", _LATER["auto_sigma"]) and "auto_radius" not in self._region:
             self._choose_sigma(g, self._reduced(hvp), m)
         sigma = self.sigma
         c = self._cfg

@@ -228,8 +228,6 @@ def test_the_readme_spelling_of_the_authors_preset_works():
         EllipsoidalTR(_w(), preset="authors")
 
 
-@pytest.mark.xfail(strict=True, reason="an EllipsoidalARC state saved before the auto_sigma option existed "
-                   "is refused as 'not a EllipsoidalARC state' (EllipsoidalTR fills later options in)")
 def test_an_arc_state_saved_before_auto_sigma_still_loads_and_continues():
     def task():
         w = nn.Parameter(torch.tensor([2.0, -1.0, 0.5], dtype=F64))

@@ -44,6 +44,7 @@ SOLVER_OPTIONS = (
 # Options added after states were first saved: a group (or saved state) without them takes these.
 LATER_OPTIONS = {
     "auto_radius": False, "hessian_fraction": 1.0, "hessian_probes": 1, "hessian_block": "element",
+    "auto_sigma": False,  # EllipsoidalARC's
 }
 # Per-optimiser switches kept in every group (saved, copied and pickled with it); not TR options.
 SETTINGS = {"keep_grad": True, "fork_rng": True}
