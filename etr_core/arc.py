@@ -56,7 +56,7 @@ from etr_core._validation import check_bool, check_positive, check_real
 from etr_core.config import TRConfig
 from etr_core.initial_radius import cauchy_radius
 from etr_core.optim.base import _TrustRegionBase
-from etr_core.optim.options import TORCH_GROUP_KEYS, GroupOptions
+from etr_core.optim.options import TORCH_GROUP_KEYS, GroupOptions, check_hessian_options
 from etr_core.optim.records import _NAN, Closure
 from etr_core.step_support import count_fault, guarded_step
 from etr_core.subproblem.cubic import arc_subproblem
@@ -146,7 +146,9 @@ class EllipsoidalARC(_TrustRegionBase):
                     f"ellipsoid must be a name ('rms', 'adagrad', 'uniform', 'hessian'), got {ellipsoid!r}"
                 )
             defaults["ellipsoid"] = ellipsoid
-        defaults["ellipsoid"] = _group_options(defaults, "options").config.ellipsoid
+        config = _group_options(defaults, "options").config
+        check_hessian_options(config.ellipsoid, config.hessian_probes, config.hessian_block)
+        defaults["ellipsoid"] = config.ellipsoid
         super().__init__(params, defaults, distributed)
 
     @classmethod

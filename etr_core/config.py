@@ -47,6 +47,9 @@ ELLIPSOIDS = ("uniform", "adagrad", "rms")
 # (etr_core.hessian_diagonal). No paper or authors' preset exists for it.
 BEYOND_PAPER_ELLIPSOIDS = ("hessian",)
 HESSIAN_BLOCKS = ("element", "layer", "unit")
+# Hutchinson probes per step (one Hessian-vector product each): 1024 already makes the estimate's error
+# 32x smaller than one probe's; more is a typo (2**40) that must fail at construction, not mid-step
+MAX_HESSIAN_PROBES = 1024
 SOLVERS = ("cg", "lanczos")
 STOP_RULES = ("residual", "model_decrease")
 RESIDUAL_NORMS = ("l2", "m_inv")
@@ -191,7 +194,9 @@ class TRConfig:
         self.max_krylov = check_int("max_krylov", self.max_krylov, minimum=0)
         self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
         check_choice("ellipsoid", self.ellipsoid, (*ELLIPSOIDS, *BEYOND_PAPER_ELLIPSOIDS))
-        self.hessian_probes = check_int("hessian_probes", self.hessian_probes, minimum=1)
+        self.hessian_probes = check_int(
+            "hessian_probes", self.hessian_probes, minimum=1, maximum=MAX_HESSIAN_PROBES
+        )
         check_choice("hessian_block", self.hessian_block, HESSIAN_BLOCKS)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("stop_rule", self.stop_rule, STOP_RULES)

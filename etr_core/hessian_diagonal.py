@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from etr_core._validation import check_choice, check_int
+from etr_core.config import MAX_HESSIAN_PROBES
 from etr_core.ellipsoids import RMSPropEllipsoid
 
 __all__ = [
@@ -88,15 +89,18 @@ def hutchinson_diagonal_estimate(
 ) -> Tensor:
     """``block_mean(mean_k z_k * (H z_k))`` with ``probes`` Rademacher vectors (Hutchinson 1990; Bekas
     et al. 2007), flat, of length ``sum(prod(shape))``, in ``dtype``. Unbiased for the block means of
-    ``diag(H)``. ``hvp(v)`` returns ``H v`` for a flat ``v``; it is called ``probes`` times.
-    Raises ``ValueError`` for ``probes < 1`` or an unknown ``block``; NaN/Inf products propagate."""
-    probes = check_int("probes", probes, minimum=1)
+    ``diag(H)``. ``hvp(v)`` returns ``H v`` for a flat ``v``; it is called ``probes`` times, one probe
+    at a time (memory O(d)). Raises ``ValueError`` for ``probes`` outside ``[1, MAX_HESSIAN_PROBES]``
+    (1024) or an unknown ``block``; NaN/Inf products propagate."""
+    probes = check_int("probes", probes, minimum=1, maximum=MAX_HESSIAN_PROBES)
     check_choice("block", block, BLOCKS)
     d = sum(math.prod(s) for s in shapes)
     total = torch.zeros(d, dtype=dtype, device=device)
-    signs = torch.randint(0, 2, (probes, d), generator=generator, dtype=torch.int8)
-    for row in signs:
-        z = row.to(dtype=dtype, device=device).mul_(2).sub_(1)
+    for _ in range(probes):
+        # one probe drawn at a time (memory O(d), never probes x d); the generator's stream is the
+        # same as drawing the probes x d sign matrix at once, so seeded runs repeat
+        signs = torch.randint(0, 2, (d,), generator=generator, dtype=torch.int8)
+        z = signs.to(dtype=dtype, device=device).mul_(2).sub_(1)
         total.addcmul_(z, hvp(z).detach().reshape(-1).to(dtype=dtype))
     return block_mean(total.div_(probes), shapes, block)
 
@@ -121,7 +125,7 @@ class HessianDiagonalEllipsoid(RMSPropEllipsoid):
         eps_mode: str = "paper",
     ) -> None:
         super().__init__(beta=beta, eps=eps, eps_mode=eps_mode)
-        self.probes = check_int("probes", probes, minimum=1)
+        self.probes = check_int("probes", probes, minimum=1, maximum=MAX_HESSIAN_PROBES)
         self.block = check_choice("block", block, BLOCKS)
         self.seed = check_int("seed", seed, minimum=0)
 
@@ -144,7 +148,7 @@ class HessianDiagonalEllipsoid(RMSPropEllipsoid):
 
     def _load_extra(self, sd: dict) -> None:
         super()._load_extra(sd)
-        self.probes = check_int("probes", sd["probes"], minimum=1)
+        self.probes = check_int("probes", sd["probes"], minimum=1, maximum=MAX_HESSIAN_PROBES)
         self.block = check_choice("block", sd["block"], BLOCKS)
         self.seed = check_int("seed", sd["seed"], minimum=0)
 

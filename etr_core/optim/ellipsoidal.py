@@ -23,9 +23,10 @@ class EllipsoidalTR(_TrustRegionBase):
     """Stochastic ellipsoidal trust-region method (paper Algorithm 1) as a ``torch.optim.Optimizer``.
 
     ``ellipsoid``: "rms" (default), "adagrad", "uniform", "hessian" (beyond the paper: the Hutchinson
-    Hessian-diagonal ellipsoid of :mod:`etr_core.hessian_diagonal`, ``hessian_probes`` Hessian-vector
-    products per step, counted in ``counters["hvp"]``; ``beta`` is its EMA factor; ``hessian_block``
-    "element", "layer" or "unit") or an ellipsoid object. Every option left
+    Hessian-diagonal ellipsoid of :mod:`etr_core.hessian_diagonal`, ``hessian_probes`` (1 to 1024)
+    Hessian-vector products per step, counted in ``counters["hvp"]``; ``beta`` is its EMA factor;
+    ``hessian_block`` "element", "layer" or "unit"; either option given with another ellipsoid raises
+    ``ValueError``) or an ellipsoid object. Every option left
     at ``None`` takes its value from ``preset`` (a :class:`etr_core.config.TRConfig`, e.g.
     ``paper_table1("rms")`` or ``authors("mnist", "fc", "rms")``) or, without one, from paper
     Table 1: radius 1e-4, max_radius 10, eta1 1e-4, eta2 0.95, gamma1 1.1, gamma2 1.5 (1.75 for

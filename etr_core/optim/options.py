@@ -28,6 +28,7 @@ __all__ = [
     "GroupOptions",
     "build_config",
     "check_group_keys",
+    "check_hessian_options",
     "constructor_overrides",
     "defaults_for",
     "resolve_groups",
@@ -174,6 +175,14 @@ def named_preset(name: str, ellipsoid: Any = None) -> TRConfig:
         return fast(kind)
     if parts[0] == "authors" and len(parts) == 3:
         return authors(parts[1], parts[2], kind)
+    if parts[0] == "authors":
+        from etr_core.config import AUTHORS_PRESETS
+
+        spelt = ", ".join(f"'authors:{d}:{m}'" for d, m in AUTHORS_PRESETS)
+        raise ValueError(
+            f"preset={name!r}: the authors published settings per dataset and model, so the preset is "
+            f"spelt 'authors:<dataset>:<model>', one of {spelt}"
+        )
     raise ValueError(
         f"preset must be one of {list(PRESET_NAMES)} or a TRConfig, got {name!r} "
         "(e.g. preset='authors:fashion_mnist:fc')"
@@ -268,4 +277,22 @@ def build_config(preset: TRConfig | None, ellipsoid: Any, overrides: dict[str, A
         and base.gamma2 == default_gamma2(base.ellipsoid)
     ):
         changes["gamma2"] = None  # Table 1's shrink factor follows the ellipsoid
-    return base.replace(**changes)
+    config = base.replace(**changes)
+    check_hessian_options(config.ellipsoid, config.hessian_probes, config.hessian_block)
+    return config
+
+
+def check_hessian_options(ellipsoid: str, probes: int, block: str) -> None:
+    """``ValueError`` when ``hessian_probes`` or ``hessian_block`` differs from its default (1, "element")
+    while ``ellipsoid`` is not "hessian": only the Hessian-diagonal ellipsoid reads them, and an option
+    that is silently ignored hides a mistake (as ``torch.optim.SGD`` refuses ``nesterov`` without
+    momentum)."""
+    if ellipsoid == "hessian":
+        return
+    for name, value, default in (("hessian_probes", probes, 1), ("hessian_block", block, "element")):
+        if value != default:
+            raise ValueError(
+                f"{name}={value!r} needs ellipsoid='hessian' (the Hessian-diagonal ellipsoid is the only "
+                f"one that reads it), got ellipsoid={ellipsoid!r}: pass ellipsoid='hessian' or leave "
+                f"{name} out"
+            )

@@ -55,7 +55,8 @@ def test_every_option_argument_reaches_param_groups(cls, names):
     # the constructor takes exactly the options of its param groups (ellipsoid/lr/radius_rule apart)
     assert arguments == set(names) - NOT_OPTIONS - {"auto_radius"}
     values = {k: NON_DEFAULT[k] for k in sorted(arguments)}
-    opt = cls([torch.nn.Parameter(torch.zeros(3))], ellipsoid="rms", **values)
+    ellipsoid = "hessian" if "hessian_probes" in values else "rms"  # the Hessian options need it
+    opt = cls([torch.nn.Parameter(torch.zeros(3))], ellipsoid=ellipsoid, **values)
     group = opt.param_groups[0]
     for key, value in values.items():
         assert group[key] == value, key
