@@ -200,12 +200,12 @@ def _generated(name: str, seed: int, test_fraction: float, n_samples: int, noise
 
 
 def _missing_files_error(name: str, folder: Path, files: list[str]) -> FileNotFoundError:
-    listed = "\n".join(f"  {folder / f}" for f in files)
+    """One line (the CLI and the app print it whole): the folder, the files to put there, the fix."""
     return FileNotFoundError(
-        f"dataset {name!r} is not available locally. Put these files (gzip-compressed '.gz' or raw) at:\n"
-        f"{listed}\n"
-        f"or point root= / the ETR_DATA environment variable at the folder that contains '{folder.name}/'. "
-        f"With internet access, `etr download {name} --root {folder.parent}` fetches and verifies them."
+        f"dataset {name!r} is not available locally: put {', '.join(files)} (gzip-compressed '.gz' or raw) "
+        f"in {folder}, or point root= / the ETR_DATA environment variable (CLI: --data-root) at the folder "
+        f"that contains '{folder.name}/'; with internet access, `etr download {name} --root {folder.parent}` "
+        "fetches and verifies them"
     )
 
 

@@ -148,7 +148,7 @@ def start_run() -> None:
                       else (float(_state("eta1")), float(_state("eta2"))))
         settings = {"accuracy_target": float(_state("acc_target")),
                     "loss_target": float(_state("loss_target")), "eta1": eta1, "eta2": eta2,
-                    "preset": preset, "presets": {c.method: preset for c in configs if c.is_tr}}
+                    "preset": preset, "presets": {c.method: c.preset for c in configs if c.is_tr}}
         run = default_registry().submit(
             configs, owner=browser_owner(), max_seconds=float(_state("max_seconds")),
             max_backprops=int(_state("budget")), schedule=_state("schedule"),

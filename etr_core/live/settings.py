@@ -95,7 +95,9 @@ def comparison_configs(
     ``learning_rates[method]`` and ``first_order_batch_size`` (the paper fixes 32 and grid-searches
     the step, section 5). TR methods start from ``preset``: "paper" (Table 1, the default), "fast"
     (Table 1 with the automatic initial radius, ``radius="auto"``) or "authors" (the authors' files;
-    pass no ``tr_options``/``gamma2``/``tr_batch_size`` to keep their values). ``max_steps`` is
+    pass no ``tr_options``/``gamma2``/``tr_batch_size`` to keep their values). ``ARC_rms`` has no trust
+    region: it runs the "paper" preset and only the ``tr_options`` it uses
+    (:data:`etr_core.training.method_settings.ARC_TR_OPTIONS`). ``max_steps`` is
     lowered to :func:`max_steps_cap` where that is set. File data sets are read from ``data_root``
     (resolved now: ``$ETR_DATA`` or ``./data``), so a worker process reads the same folder as the
     server. Every config is validated on construction.
@@ -117,7 +119,12 @@ def comparison_configs(
         common = dict(dataset=dataset, model=model, method=method, seed=seed, max_steps=max_steps,
                       eval_every=eval_every, device=device, data_options=dict(data_options or {}),
                       data_root=root)
-        if METHODS[method].family == "tr":
+        if METHODS[method].cubic:  # ARC has no trust region: the TR knobs and presets are not its settings
+            from etr_core.training.method_settings import ARC_TR_OPTIONS
+
+            options = {k: v for k, v in (tr_options or {}).items() if k in ARC_TR_OPTIONS}
+            configs.append(TrainConfig(**common, batch_size=tr_batch_size, tr_options=options))
+        elif METHODS[method].family == "tr":
             options = dict(tr_options or {})
             if gamma2 and method in gamma2:
                 options["gamma2"] = gamma2[method]

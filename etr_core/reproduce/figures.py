@@ -17,12 +17,20 @@ from etr_core.viz.training_plots import reconstruction_grid, static_export_avail
 __all__ = ["curves_figure", "hessian_figure", "reconstruction_figure"]
 
 
+def _device_used(preference: str) -> str:
+    """The device runs asked for ``preference`` ("auto", "cpu", "cuda") train on: "cpu" or "cuda:0 (name)"."""
+    from etr_core.devices import describe_device, device
+
+    dev = device(preference)
+    return describe_device(dev) if dev.type == "cuda" else dev.type
+
+
 def _header(request: ReproduceRequest, spec: FigureSpec, data_label: str) -> list[str]:
     protocol = "quick (CPU-sized)" if request.quick else "paper"
     return [
         f"# {spec.title}",
         "",
-        f"Data: {data_label}. Protocol: {protocol}. Device: {request.device}.",
+        f"Data: {data_label}. Protocol: {protocol}. Device: {_device_used(request.device)}.",
         "",
     ]
 

@@ -24,6 +24,7 @@ __all__ = [
     "DATASETS",
     "FIGURES",
     "FO_METHODS",
+    "MAX_SEEDS",
     "NETWORKS",
     "TR_METHODS",
     "FigureSpec",
@@ -35,6 +36,7 @@ TR_METHODS = ("TR_uni", "TR_ada", "TR_rms")
 FO_METHODS = ("SGD", "Adagrad", "RMSprop", "Adam")
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "digits")
 NETWORKS = ("mlp", "autoencoder", "resnet18")
+MAX_SEEDS = 1000  # most seeds per problem (the paper: 10); checked before a range of seeds is built
 
 # The paper's network per (dataset, network kind): appendix C, B.1. digits is the bundled classroom
 # stand-in (small networks, seconds per run), used by the tests and offered for a first look.
@@ -180,7 +182,7 @@ def problems_for(
     spec = FIGURES[figure]
     check_choice("dataset", dataset, spec.datasets)
     if seeds is not None:
-        check_int("seeds", seeds, minimum=1)
+        check_int("seeds", seeds, minimum=1, maximum=MAX_SEEDS)
     if budget is not None:
         check_int("budget", budget, minimum=1)
     if spec.kind == "hessian":

@@ -234,6 +234,11 @@ class TrainConfig:
         except ValueError as exc:
             raise ValueError(f"dataset {self.dataset!r}: {exc}") from None
         if self.is_tr:
+            from etr_core.training.method_settings import settings_problem
+
+            problem = settings_problem(self.method, self.preset, self.tr_options)
+            if problem:  # settings the method would not run (ARC: trust-region values) are refused
+                raise ValueError(problem)
             resolve_tr_config(self)  # invalid tr_options / preset combinations fail now
         return self
 

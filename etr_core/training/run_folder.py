@@ -69,6 +69,9 @@ class _RunFolder(_CheckpointState):
         record["lr_resolved"] = self.lr
         record["world_size"] = self.world
         record["tr_config"] = self.tr_config.to_dict() if self.tr_config is not None else None
+        if self.config.is_tr and self.config.spec.cubic:  # ARC runs its own options, not a trust region's
+            record["tr_config"] = None
+            record["arc_options"] = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
         record["warmup_and_pivot"] = self.warmup is not None or self.pivot is not None
         return record
 
