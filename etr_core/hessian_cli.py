@@ -27,7 +27,7 @@ the RMS of the Hessian's off-diagonal and diagonal entries as the two scales.
 """
 
 
-def _int_at_least(minimum: int, name: str):
+def _int_at_least(minimum: int, name: str, maximum: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -35,6 +35,8 @@ def _int_at_least(minimum: int, name: str):
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {maximum}, got {value}")
         return value
 
     return parse
@@ -86,8 +88,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--archs", type=_archs, default=None,
                    help=f"comma-separated hidden widths, e.g. '16,16-16' (defaults per dataset: {defaults})")
     p.add_argument("--activation", default="tanh", help="activation between layers (default tanh)")
-    p.add_argument("--seeds", type=_int_at_least(1, "--seeds"), default=10,
-                   help="number of seeds 0..N-1 (default 10; the 95%% interval needs >= 2)")
+    p.add_argument("--seeds", type=_int_at_least(1, "--seeds", 1000), default=10,
+                   help="number of seeds 0..N-1 (default 10, at most 1000; the 95%% interval needs >= 2)")
     p.add_argument("--steps", type=_int_at_least(0, "--steps"), default=300,
                    help="RMSProp steps; Hessians at 0, steps/2 and steps (default 300)")
     p.add_argument("--batch", type=_int_at_least(0, "--batch"), default=256,

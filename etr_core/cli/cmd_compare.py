@@ -10,12 +10,16 @@ from pathlib import Path
 
 from etr_core.cli.compare_summary import write_compare_summary
 from etr_core.cli.options import (
+    MAX_SEED_COUNT,
     _add_run_options,
     _check_data,
+    _check_method_settings,
+    _comma_list,
     _common_config,
     _is_main_process,
     _key_values,
     _positive_int,
+    _seed_count,
 )
 from etr_core.cli.progress import _progress
 from etr_core.data import MAX_SEED
@@ -53,11 +57,18 @@ def add_compare_parser(sub) -> None:
     )
     c.add_argument(
         "--methods",
-        default="TR_uni,TR_ada,TR_rms,SGD,Adagrad,RMSprop,Adam",
-        help="comma-separated methods (default: all)",
+        type=_comma_list,
+        default=("TR_uni", "TR_ada", "TR_rms", "SGD", "Adagrad", "RMSprop", "Adam"),
+        help="comma-separated methods (default: TR_uni, TR_ada, TR_rms and the first-order methods)",
     )
-    c.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds 0..N-1 (default 3)")
-    c.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
+    c.add_argument(
+        "--seeds", type=_seed_count, default=3,
+        help=f"number of seeds 0..N-1 (default 3, at most {MAX_SEED_COUNT})",
+    )
+    c.add_argument(
+        "--seed-list", type=_comma_list, default=None,
+        help="explicit comma-separated seeds (overrides --seeds)",
+    )
     c.add_argument(
         "--grid",
         action="store_true",
@@ -91,13 +102,18 @@ def add_compare_parser(sub) -> None:
 
 
 def _seed_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[int]:
-    if args.seed_list:
+    if args.seed_list is not None:
+        text = ",".join(args.seed_list)
         try:
-            seeds = [int(s) for s in args.seed_list.split(",") if s.strip()]
+            seeds = [int(s) for s in args.seed_list]
         except ValueError:
-            parser.error(f"--seed-list expects comma-separated integers, got {args.seed_list!r}")
-        if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
-            parser.error(f"--seed-list expects integers from 0 to {MAX_SEED}, got {args.seed_list!r}")
+            parser.error(f"--seed-list expects comma-separated integers, got {text!r}")
+        if min(seeds) < 0 or max(seeds) > MAX_SEED:
+            parser.error(f"--seed-list expects integers from 0 to {MAX_SEED}, got {text!r}")
+        if len(seeds) > MAX_SEED_COUNT:
+            parser.error(f"--seed-list names {len(seeds)} seeds; at most {MAX_SEED_COUNT}")
+        if len(set(seeds)) != len(seeds):
+            parser.error(f"--seed-list names a seed twice: {text!r}")
         return seeds
     return list(range(args.seeds))
 
@@ -141,15 +157,17 @@ def _lr_grid(
 def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from etr_core.training import TrainConfig, train
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = list(args.methods)
     unknown = [m for m in methods if m not in METHODS]
-    if not methods or unknown:
-        parser.error(f"--methods: unknown {unknown or methods!r}; choose from {', '.join(METHODS)}")
+    if unknown:
+        parser.error(f"--methods: unknown {unknown!r}; choose from {', '.join(METHODS)}")
     if len(set(methods)) != len(methods):
-        parser.error(f"--methods lists a method twice: {args.methods!r}")
+        parser.error(f"--methods lists a method twice: {','.join(methods)!r}")
     seeds = _seed_list(args, parser)
     grid = _lr_grid(args, methods, parser)
     tr_options = _key_values(args.tr_option, "--tr-option", parser)
+    for m in methods:
+        _check_method_settings(m, args.preset, tr_options, parser, method_flag="--methods")
     common = _common_config(args, parser, {"max_backprops": DEFAULT_COMPARE_BACKPROPS})
     if args.max_backprops is not None:
         common["max_backprops"] = args.max_backprops

@@ -98,6 +98,8 @@ def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         write_figure,
     )
 
+    if not all(d.strip() for d in args.run_dirs):  # an unset shell variable: never the current folder
+        parser.error(f"RUN_DIR is empty in {args.run_dirs!r}; give run folders or folders containing them")
     try:
         paths = find_runs(args.run_dirs)
     except FileNotFoundError as exc:

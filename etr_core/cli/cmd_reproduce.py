@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from etr_core.cli.options import _positive_int, _thread_count
+from etr_core.cli.options import MAX_SEED_COUNT, _comma_list, _positive_int, _seed_count, _thread_count
 
 _REPRODUCE_EPILOG = """
 examples:
@@ -48,15 +48,20 @@ def add_reproduce_parser(sub) -> None:
     )
     r.add_argument(
         "--networks",
+        type=_comma_list,
         default=None,
         help=f"comma-separated subset of {', '.join(NETWORKS)} (default: all the figure has; "
         "--quick leaves out resnet18)",
     )
     r.add_argument(
-        "--methods", default=None, help="comma-separated subset of the figure's methods (default: all)"
+        "--methods", type=_comma_list, default=None,
+        help="comma-separated subset of the figure's methods (default: all)",
     )
     r.add_argument("--data-root", default=None, help="folder holding mnist/, fashion_mnist/, cifar10/")
-    r.add_argument("--seeds", type=_positive_int, default=None, help="seeds 0..N-1 (paper: 10, quick: 3)")
+    r.add_argument(
+        "--seeds", type=_seed_count, default=None,
+        help=f"seeds 0..N-1 (paper: 10, quick: 3; at most {MAX_SEED_COUNT})",
+    )
     r.add_argument(
         "--budget", type=_positive_int, default=None, help="backprops per run (default: the protocol's)"
     )
@@ -74,7 +79,7 @@ def _cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     from etr_core.reproduce import FIGURES, ReproduceRequest, reproduce
     from etr_core.reproduce.protocol import problems_for
 
-    networks = tuple(n.strip() for n in args.networks.split(",") if n.strip()) if args.networks else None
+    networks = args.networks
     dataset = args.dataset or FIGURES[args.figure].datasets[0]
     try:
         problems_for(args.figure, dataset, quick=args.quick, seeds=args.seeds, budget=args.budget,
@@ -93,14 +98,10 @@ def _cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         out=args.out,
         progress=not args.no_progress,
         threads=args.threads,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None,
+        methods=args.methods,
     )
-    try:
+    try:  # other user errors (missing data, an unwritable --out) print whole, as one line, from main()
         result = reproduce(request)
-    except FileNotFoundError as exc:
-        parser.error(str(exc).splitlines()[0])
-    except ValueError as exc:
-        parser.error(str(exc).splitlines()[0])
     except KeyboardInterrupt:
         print(f"\ninterrupted; rerun the same command to continue (out: {args.out})", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from etr_core.cli.options import (
     _add_run_options,
+    _check_method_settings,
     _common_config,
     _fmt,
     _is_main_process,
@@ -93,6 +94,8 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             parser.error(f"--resume: {out} has no checkpoint to continue from (is --out right?)")
         config = _resumed_config(out, args, parser)
     else:
+        tr_options = _key_values(args.tr_option, "--tr-option", parser)
+        _check_method_settings(args.method, args.preset, tr_options, parser)
         try:
             config = TrainConfig(
                 method=args.method,
@@ -100,7 +103,7 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 batch_size=args.batch_size,
                 lr=args.lr,
                 preset=args.preset,
-                tr_options=_key_values(args.tr_option, "--tr-option", parser),
+                tr_options=tr_options,
                 **_common_config(args, parser, {"max_steps": 200}),
             )
         except (ValueError, TypeError) as exc:

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return func(a)
 
     args.given_flags = _given_flags(command_parser, args, argv) if command_parser is not parser else set()
-    for flag in ("out", "resume", "data_root"):
+    for flag in ("out", "resume", "data_root", "root"):
         if getattr(args, flag, None) == "":  # an unset shell variable: never the current or default folder
             command_parser.error(f"--{flag.replace('_', '-')} is empty; give a folder path")
     with warnings.catch_warnings():

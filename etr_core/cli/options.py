@@ -56,6 +56,33 @@ def _thread_count(text: str) -> int:
     return value
 
 
+# Most seeds one command runs (etr compare, reproduce, hessian; the paper uses 10): a count is checked
+# before any range of seeds is built. Equal to etr_core.reproduce.protocol.MAX_SEEDS.
+MAX_SEED_COUNT = 1000
+
+
+def _seed_count(text: str) -> int:
+    problem = f"expected a number of seeds from 1 to {MAX_SEED_COUNT}, got {text!r}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if not 1 <= value <= MAX_SEED_COUNT:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list with at least one item: an empty one (an unset shell variable) is an
+    error, never "the default"."""
+    items = tuple(item.strip() for item in text.split(","))
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list (one item or more), got {text!r}")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"the list {text!r} has an empty item; remove the extra comma")
+    return items
+
+
 def _seed(text: str) -> int:
     value = _nonneg_int(text)
     if value > MAX_SEED:
@@ -186,6 +213,19 @@ def _common_config(args: argparse.Namespace, parser: argparse.ArgumentParser, de
         num_threads=args.threads,
         **budget,
     )
+
+
+def _check_method_settings(
+    method: str, preset: str, tr_options: dict[str, Any], parser: argparse.ArgumentParser,
+    method_flag: str = "--method",
+) -> None:
+    """Refuse ``--preset`` / ``--tr-option`` values ``method`` would not run (ARC: trust-region values;
+    TR_hess: the authors' preset), naming the flags (:mod:`etr_core.training.method_settings`)."""
+    from etr_core.training.method_settings import settings_problem
+
+    problem = settings_problem(method, preset, tr_options, flags=True, method_flag=method_flag)
+    if problem:
+        parser.error(problem)
 
 
 def _check_data(config, parser: argparse.ArgumentParser) -> None:
