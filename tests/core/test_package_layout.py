@@ -1,7 +1,7 @@
 """The packages that replaced single modules keep their import surface and entry points.
 
-``etr_core.training``, ``etr_core.cli`` and ``etr_core.results`` are packages with one job per module;
-every name that code imports from the package itself, the ``etr`` console script named in
+``etr_core.training``, ``etr_core.cli``, ``etr_core.results`` and ``etr_core.config`` are packages with
+one job per module; every name that code imports from the package itself, the ``etr`` console script named in
 ``pyproject.toml`` and ``python -m etr_core.cli`` (the form ``torchrun`` uses) must keep working.
 """
 
@@ -25,6 +25,12 @@ SURFACE = {
         "MAX_THREADS", "_Trainer", "_Threads",
     ],
     "etr_core.cli": ["main", "build_parser", "write_compare_summary", "DEFAULT_COMPARE_BACKPROPS"],
+    "etr_core.config": [
+        "AUTHORS_DATASETS", "AUTHORS_MODELS", "AUTHORS_PRESETS", "ELLIPSOIDS", "PivotSpec", "TRConfig",
+        "WarmupSpec", "authors", "default_gamma2", "fast", "paper_table1", "MAX_HESSIAN_PROBES",
+        "BEYOND_PAPER_ELLIPSOIDS", "HESSIAN_BLOCKS", "SOLVERS", "STOP_RULES", "RESIDUAL_NORMS", "ROOTS",
+        "ELLIPSOID_UPDATES", "EPS_MODES",
+    ],
     "etr_core.results": [
         "LoadedRun", "ResultsWarning", "RunWriter", "atomic_torch_save", "atomic_write", "atomic_write_json",
         "dumps", "find_runs", "fsync_dir", "json_safe", "load_run", "read_jsonl", "run_state",
