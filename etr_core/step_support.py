@@ -5,6 +5,9 @@
 
 * the whole step runs inside a :class:`etr_core.step_guard.StepGuard` (one random state for every
   closure call of the step; module buffers updated once, by the point the step ends at);
+* the step is a transaction (:class:`StepTransaction`): when anything in it raises (``KeyboardInterrupt``
+  included), parameters, optimiser state, ``p.grad``, random state and buffers are put back as they
+  were and the exception is re-raised unchanged, so retrying the step equals never having failed;
 * after the step, ``p.grad`` holds the mini-batch gradient at ``w`` (rank-averaged in distributed
   mode, after the gradient hooks), as after ``loss.backward()`` and any torch optimiser's step, so
   gradient-norm logging and ``clip_grad_norm_`` see it. Parameters with ``requires_grad=False`` are
@@ -49,7 +52,7 @@ from etr_core.subproblem import first_order_tr_step
 from etr_core.subproblem.result import SubproblemResult
 from etr_core.subproblem.scaling import safe_radius
 
-__all__ = ["cap_radius", "count_fault", "guarded_step", "hvp_fallback", "set_gradients"]
+__all__ = ["StepTransaction", "cap_radius", "count_fault", "guarded_step", "hvp_fallback", "set_gradients"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,24 +60,32 @@ FALLBACK_EXIT = "hvp_fallback"
 
 
 def guarded_step(step: F) -> F:
-    """Decorator for an optimiser's ``step(closure, ...)``: runs it inside a :class:`StepGuard` and
-    leaves the step's gradient in ``p.grad`` afterwards (module docstring)."""
+    """Decorator for an optimiser's ``step(closure, ...)``: runs it inside a :class:`StepGuard` as a
+    :class:`StepTransaction` and leaves the step's gradient in ``p.grad`` afterwards (module docstring).
+    An exception (``KeyboardInterrupt`` included) is re-raised unchanged after the rollback."""
 
     @functools.wraps(step)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         self._step_grad = None
         guard = StepGuard(fork_rng=getattr(self, "fork_rng", True))
-        self._guard = guard
+        transaction = StepTransaction(self)
+        self._guard, self._transaction = guard, transaction
+        failed = True
         try:
             # like torch.optim.LBFGS, a step works under torch.no_grad(): it needs autograd itself
             with guard, torch.enable_grad():
-                return step(self, *args, **kwargs)
+                out = step(self, *args, **kwargs)
+            failed = False
+            return out
+        except BaseException:
+            transaction.rollback()  # the guard has put the random state and module buffers back
+            raise
         finally:
-            self._guard = None
+            self._guard = self._transaction = None
             g = self.__dict__.pop("_step_grad", None)
-            if g is not None and getattr(self, "keep_grad", True):
+            if not failed and g is not None and getattr(self, "keep_grad", True):
                 set_gradients(self._params, g)
-            if guard.backward_hooked:
+            if not failed and guard.backward_hooked:
                 count_fault(
                     self,
                     "module_backward_hooks",
@@ -84,6 +95,71 @@ def guarded_step(step: F) -> F:
                 )
 
     return wrapper  # type: ignore[return-value]
+
+
+class StepTransaction:
+    """What one step of a trust-region optimiser may change, kept so that an exception anywhere in the
+    step (the closure at ``w``, the Hessian batch, a Hessian-vector product or probe, the trial call)
+    leaves the optimiser as if the step never ran: parameters bitwise, ``self.state`` (radius or sigma,
+    counters, fault counts, the automatic start, the last verdict, ellipsoid statistics), ``p.grad``
+    and ``last_step``. Random state and module buffers are :class:`StepGuard`'s.
+
+    Cost, per step: a shallow copy of each parameter's state entry (no tensor copied); the parameters
+    move only after ``_save_params`` copied ``w`` for the bitwise restore of a rejected step, and that
+    copy is reused (:meth:`before_move`); the ellipsoid's accumulator is copied once, just before its
+    first in-place update of the step (:meth:`before_update`), into a scratch buffer kept between
+    steps."""
+
+    def __init__(self, opt: Any) -> None:
+        self._opt = opt
+        self._params = list(opt._params)
+        self._entries = [(entry, _copy_entry(entry)) for entry in (opt.state[p] for p in self._params)]
+        self._grads = [p.grad for p in self._params]
+        self._last_step = opt.__dict__.get("last_step")
+        self._accumulator: tuple[Tensor, Tensor] | None = None
+        self._saved_w: list[Tensor] | None = None
+
+    @torch.no_grad()
+    def before_update(self, v: Tensor | None) -> None:
+        """Keep a copy of the accumulator ``v`` before the step first changes it in place."""
+        if v is None or self._accumulator is not None:
+            return
+        scratch = self._opt.__dict__.get("_v_backup")
+        if scratch is None or (scratch.shape, scratch.dtype, scratch.device) != (v.shape, v.dtype, v.device):
+            scratch = self._opt._v_backup = torch.empty_like(v)  # scratch, not state (never saved)
+        scratch.copy_(v)
+        self._accumulator = (v, scratch)
+
+    def before_move(self, saved_w: list[Tensor]) -> None:
+        """The parameters are about to leave ``w``; ``saved_w`` (views of the saved copy) restores them."""
+        self._saved_w = saved_w
+
+    @torch.no_grad()
+    def rollback(self) -> None:
+        """Put back everything the step changed (class docstring)."""
+        if self._saved_w is not None:
+            torch._foreach_copy_(self._params, self._saved_w)
+        if self._accumulator is not None:
+            live, copy = self._accumulator
+            live.copy_(copy)
+        for entry, saved in self._entries:
+            for key in [k for k in entry if k not in saved]:
+                del entry[key]
+            for key, value in saved.items():
+                current = entry.get(key)
+                if isinstance(value, dict) and isinstance(current, dict):
+                    current.clear()  # the same dict object: references such as opt.counters stay live
+                    current.update(value)
+                else:
+                    entry[key] = value
+        for p, grad in zip(self._params, self._grads):
+            p.grad = grad
+        self._opt.last_step = self._last_step
+        self._opt.__dict__.pop("_hvp_mark", None)
+
+
+def _copy_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in entry.items()}
 
 
 @torch.no_grad()

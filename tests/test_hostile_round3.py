@@ -273,19 +273,7 @@ def _raising(good, where: str, error: type[BaseException] = RuntimeError):
     return closure
 
 
-@pytest.mark.parametrize(
-    "where",
-    [
-        "w",
-        pytest.param(
-            "trial",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a closure raising at the trial point leaves the parameters at w + s (no restore)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("where", ["w", "trial"])
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt], ids=["error", "ctrl_c"])
 @pytest.mark.parametrize(("cls", "options"), CASES)
 def test_a_closure_that_raises_midway_leaves_the_parameters_bitwise(cls, options, where, error):
@@ -298,9 +286,7 @@ def test_a_closure_that_raises_midway_leaves_the_parameters_bitwise(cls, options
     assert torch.equal(_flat(model), before)
 
 
-@pytest.mark.xfail(strict=True, reason="a step that raises at its trial call leaves the ellipsoid and "
-                   "counters advanced, so retrying it differs from never having failed")
-@pytest.mark.parametrize(("cls", "options"), CASES[:1] + CASES[6:7])
+@pytest.mark.parametrize(("cls", "options"), CASES)
 def test_retrying_a_step_that_raised_equals_a_run_where_it_never_failed(cls, options):
     model, X, y, batches = _task()
     opt = cls(model.parameters(), **options)

@@ -82,6 +82,9 @@ class _TrustRegionBase(_Verdict):
         ellipsoid probes ``hvp`` instead. Returns whether the ellipsoid changed."""
         if not (self._cfg.ellipsoid_update == "every_iteration" or self._last_accepted):
             return False
+        transaction = self.__dict__.get("_transaction")
+        if transaction is not None:  # the statistics change in place below: keep them for a rollback
+            transaction.before_update(getattr(self._ell, "v", None))
         if not hasattr(self._ell, "update_curvature"):
             self._ell.update(g)
             return True

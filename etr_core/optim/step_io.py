@@ -63,6 +63,9 @@ class _StepIO(_TRState):
             self._saved = torch.empty(self.dim, dtype=params[0].dtype, device=params[0].device)
         self._saved_views = unflatten_like(self._saved, params)
         torch._foreach_copy_(self._saved_views, params)
+        transaction = self.__dict__.get("_transaction")
+        if transaction is not None:  # the one copy of w restores a rejected step and a failed one
+            transaction.before_move(self._saved_views)
 
     @torch.no_grad()
     def _restore_params(self) -> None:
