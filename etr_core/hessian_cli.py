@@ -108,7 +108,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="folder of the file datasets (default $ETR_DATA or ./data)")
     p.add_argument("--out", required=True, help="output folder for CSV, JSON and the HTML figure")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_hessian_command, hessian_parser=p)
+    p.set_defaults(func=run_hessian_command, hessian_parser=p, command_parser=p)
     return p
 
 

@@ -187,12 +187,19 @@ def test_a_missing_dataset_names_the_folder_and_every_file_to_put_there(argv, da
          "--networks", "mlp", "--methods", "TR_rms", "--device", "cpu", "--no-progress"],
         ["reproduce", "fig2", "--quick", "--dataset", "digits", "--seeds", "1", "--device", "cpu",
          "--no-progress"],
+        ["hessian", "--seeds", "1", "--steps", "1", "--archs", "4", "--max-train", "64", "--quiet"],
+        ["plot", "somewhere", "--html-only"],
     ],
-    ids=["train", "compare", "reproduce_fig3", "reproduce_fig2"],
+    ids=["train", "compare", "reproduce_fig3", "reproduce_fig2", "hessian", "plot"],
 )
-def test_an_unwritable_out_is_the_same_cannot_use_sentence_everywhere(argv, capsys):
+def test_an_unwritable_out_is_the_same_cannot_use_sentence_everywhere(argv, tmp_path, capsys):
+    if argv[0] == "plot":  # a real run folder to plot
+        run = ["train", "--method", "SGD", "--max-steps", "2", *QUICK, "--out", str(tmp_path / "r")]
+        assert main(run) == 0
+        argv = ["plot", str(tmp_path / "r"), *argv[2:]]
     code, err = run_cli([*argv, "--out", "/proc/nope"], capsys)
-    assert code == 2 and error_line(err).endswith("error: cannot use /proc/nope: no such file or folder")
+    assert code == 2
+    assert error_line(err) == f"etr {argv[0]}: error: cannot use /proc/nope: no such file or folder"
 
 
 # --- the device etr reproduce reports -----------------------------------------------------------------------
