@@ -80,6 +80,7 @@ def test_library_refuses_arc_settings_that_would_not_run(tr_options):
         TrainConfig(method="TR_hess", preset="authors")
 
 
+@pytest.mark.slow
 def test_arc_runs_the_options_it_accepts_and_records_only_those(tmp_path):
     """Each accepted option reaches EllipsoidalARC (its param group, as config.json records it)."""
     chosen = {"beta": 0.7, "eps": 1e-9, "eps_mode": "authors", "krylov_tol": 0.2, "max_krylov": 7,
