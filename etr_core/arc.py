@@ -54,6 +54,7 @@ from torch import Tensor
 
 from etr_core._validation import check_bool, check_positive, check_real
 from etr_core.config import TRConfig
+from etr_core.ellipsoids import DEFAULT_EPS
 from etr_core.initial_radius import cauchy_radius
 from etr_core.optim.base import _TrustRegionBase
 from etr_core.optim.options import TORCH_GROUP_KEYS, GroupOptions, check_hessian_options
@@ -67,7 +68,7 @@ __all__ = ["ARC_DEFAULTS", "ARC_OPTIONS", "EllipsoidalARC"]
 ARC_DEFAULTS: dict[str, Any] = {
     "ellipsoid": "rms", "sigma": 1.0, "sigma_min": 1e-8, "sigma_max": 1e16, "lr": 1.0,
     "eta1": 0.1, "eta2": 0.9, "gamma1": 2.0, "gamma2": 4.0, "ellipsoid_update": "every_iteration",
-    "beta": 0.8, "eps": 1e-10, "eps_mode": "paper", "tiny_pred": 0.0,
+    "beta": 0.8, "eps": DEFAULT_EPS, "eps_mode": "paper", "tiny_pred": 0.0,
     "krylov_tol": 0.1, "theta": 0.5, "max_krylov": 50, "hessian_probes": 1, "hessian_block": "element",
     "auto_sigma": True,
 }

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from etr_core._validation import check_choice, check_int
 from etr_core.config import MAX_HESSIAN_PROBES
-from etr_core.ellipsoids import RMSPropEllipsoid
+from etr_core.ellipsoids import DEFAULT_EPS, RMSPropEllipsoid
 
 __all__ = [
     "BLOCKS",
@@ -118,7 +118,7 @@ class HessianDiagonalEllipsoid(RMSPropEllipsoid):
     def __init__(
         self,
         beta: float = 0.8,
-        eps: float = 1e-10,
+        eps: float = DEFAULT_EPS,
         probes: int = 1,
         block: str = "element",
         seed: int = 0,

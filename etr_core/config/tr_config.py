@@ -18,6 +18,7 @@ from etr_core._validation import (
     check_open_interval,
     check_positive,
 )
+from etr_core.ellipsoids import DEFAULT_EPS
 
 ELLIPSOIDS = ("uniform", "adagrad", "rms")
 # Beyond the paper (its section 6 future work): the Hutchinson Hessian-diagonal ellipsoid
@@ -89,7 +90,8 @@ class TRConfig:
     accepted.
 
     Ellipsoid (Eq. 2-3, Corollary 1): ``ellipsoid``, ``beta`` (RMS EMA factor; 0.8 as in the
-    authors' code, the paper gives none), ``eps`` and ``eps_mode`` ("paper": persistent floor
+    authors' code, the paper gives none), ``eps`` (default 1e-16, a floor of 1e-8:
+    ``etr_core.ellipsoids.DEFAULT_EPS``) and ``eps_mode`` ("paper": persistent floor
     ``sqrt(v + eps)``; "authors": eps only seeds the accumulator). ``ellipsoid_update``:
     "every_iteration" (default) folds the batch gradient g_t into A_t before every subproblem, so
     A_t contains g_t exactly as ``G_t = [g_1..g_t]`` in Eq. 2-3 and as the authors' code does in
@@ -128,7 +130,7 @@ class TRConfig:
     grow_only_on_boundary: bool = False
     ellipsoid_update: str = "every_iteration"
     beta: float = 0.8
-    eps: float = 1e-10
+    eps: float = DEFAULT_EPS
     eps_mode: str = "paper"
     tiny_pred: float = 0.0
     auto_radius: bool = False

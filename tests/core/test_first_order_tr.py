@@ -114,7 +114,7 @@ def test_tr_mode_steps_lie_on_the_boundary_with_linear_prediction():
             ]
         )
         accumulator = g * g if accumulator is None else accumulator + g * g
-        m = torch.sqrt(accumulator + 1e-10)
+        m = torch.sqrt(accumulator + 1e-16)
         opt.step(lambda idx=idx: nn.functional.cross_entropy(model(X[idx]), y[idx]))
         rec = opt.last_step
         assert rec.step_m_norm == pytest.approx(rec.radius_before, rel=1e-12)

@@ -45,7 +45,7 @@ def test_chosen_radius_is_the_closed_form_cauchy_radius(ellipsoid):
     A, b, w = _quadratic()
     w0 = w.detach().clone()
     g = A @ w0 - b
-    m = torch.ones_like(g) if ellipsoid == "uniform" else torch.sqrt(0.2 * g * g + 1e-10)
+    m = torch.ones_like(g) if ellipsoid == "uniform" else torch.sqrt(0.2 * g * g + 1e-16)
     opt = EllipsoidalTR([w], ellipsoid=ellipsoid, radius="auto", max_radius=1e3)
     assert opt.param_groups[0]["auto_radius"] is True
     opt.step(_closure(A, b, w))

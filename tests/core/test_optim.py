@@ -106,7 +106,7 @@ def test_one_step_matches_hand_built_algorithm_1():
     w = w0.clone().requires_grad_(True)
     g = torch.autograd.grad(loss_of(w), w)[0]
     H = torch.autograd.functional.hessian(loss_of, w0)
-    m = torch.sqrt(0.2 * g * g + 1e-10)  # RMS ellipsoid after one update, closed form
+    m = torch.sqrt(0.2 * g * g + 1e-16)  # RMS ellipsoid after one update, closed form
     expected = steihaug_toint_pcg(g, lambda v: H @ v, 0.05, m, kappa=0.1, theta=0.5, max_iter=50)
     rho = (float(loss_of(w0)) - float(loss_of(w0 + expected.step))) / expected.pred_reduction
 
@@ -271,7 +271,7 @@ def test_nonfinite_hessian_products_fall_back_to_the_first_order_step():
     before = _params_copy(model)
     g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(
         nn.functional.cross_entropy(model(X), y), list(model.parameters()))])
-    m = torch.sqrt(0.2 * g * g + 1e-10)  # RMS ellipsoid after one update, beta = 0.8
+    m = torch.sqrt(0.2 * g * g + 1e-16)  # RMS ellipsoid after one update, beta = 0.8
     s = -0.2 * (g / m) / torch.sqrt(torch.dot(g, g / m))
     with pytest.warns(RuntimeWarning, match="Hessian-vector product was NaN/Inf"):
         opt.step(
@@ -401,7 +401,7 @@ def test_hessian_closure_uses_the_hessian_batch():
     w = w0.clone().requires_grad_(True)
     g = torch.autograd.grad(loss_on(w, X, y), w)[0]
     H_b = torch.autograd.functional.hessian(lambda v: loss_on(v, Xh, yh), w0)
-    m = torch.sqrt(torch.full_like(g, 1e-10) + g * g)  # Adagrad after one update
+    m = torch.sqrt(torch.full_like(g, 1e-16) + g * g)  # Adagrad after one update
     expected = steihaug_toint_pcg(g, lambda v: H_b @ v, 0.02, m, kappa=0.1, theta=0.5, max_iter=50)
 
     opt = EllipsoidalTR(params, ellipsoid="adagrad", radius=0.02)
