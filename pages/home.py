@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from etr_core.viz.measured_results import measured_markdown
 from ui.frame import ensure_app_frame
 from ui.registry import PAGES
 
@@ -37,6 +38,9 @@ adapts the radius. Unlike a Newton step it never ascends and is not attracted by
 fewer backpropagations than with the spherical one (Figs. 3, 4) — which you can check live.
 """
 )
+
+with st.expander("What this project measured (not the paper's numbers)", expanded=True):
+    st.markdown(measured_markdown())
 
 st.latex(r"\min_{s}\; g_t^\top s + \tfrac12 s^\top B_t s \quad \text{s.t.}\quad "
          r"\|s\|_{A_t} = \Big(\textstyle\sum_i a_{t,i}\, s_i^2\Big)^{1/2} \le \Delta_t")

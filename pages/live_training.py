@@ -37,6 +37,7 @@ from etr_core.live import (
 from etr_core.models import MODEL_DESCRIPTIONS
 from etr_core.training import METHODS, resolve_tr_config
 from etr_core.viz.live_plots import X_AXES
+from etr_core.viz.measured_results import measured_markdown
 from ui.common import (
     global_seed,
     preset_buttons,
@@ -407,6 +408,8 @@ st.markdown(
     "Switch the x-axis to *epochs* to see the price of the larger TR batch (Fig. 9), or to *seconds* for "
     "wall-clock cost (Fig. 10)."
 )
+with st.expander("What this project measured on the real data (not the paper's numbers)"):
+    st.markdown(measured_markdown())
 beyond = [m for m in methods if m in ("TR_hess", "ARC_rms")]
 st.markdown(
     "**Beyond the paper: TR_hess and ARC_rms** (its section 6 and footnote 4). TR_hess draws its ellipsoid "

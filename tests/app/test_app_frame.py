@@ -37,6 +37,9 @@ def test_home_loads_with_sidebar_and_links() -> None:
     for entry in PAGES:
         if entry.url_path != "home":
             assert any(entry.title in label for label in page_links), f"home does not link {entry.title}"
+    # the story cites this project's measurements, not the paper's
+    markdown = " ".join(m.value for m in at.markdown)
+    assert "744 ± 140" in markdown and "1422 ± 270" in markdown and "docs/paper-results.md" in markdown
 
 
 def test_seed_from_url_is_clamped_not_crashing() -> None:
