@@ -15,7 +15,7 @@ drawn and the script run has finished. Medians are reported.
 
 Run from the repository root::
 
-    ETR_DATA=../shared/data python3 benchmarks/bench_live_worker.py --memory --seconds 40
+    ETR_DATA=DATA python3 benchmarks/bench_live_worker.py --memory --seconds 40
     python3 benchmarks/bench_live_worker.py --classroom --sessions 8 --reps 3
 """
 

@@ -12,7 +12,7 @@ backward; on a sub-batch one of a quarter of the batch counts as one all the sam
 after another in one process, order rotated per seed, at the default thread count unless
 ``--threads``.
 
-    ETR_DATA=../shared/data python3 benchmarks/bench_presets.py --seeds 0 1 --out runs/presets.json
+    ETR_DATA=DATA python3 benchmarks/bench_presets.py --seeds 0 1 --out runs/presets.json
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Options for the accuracy-ceiling study (TR only): ``--radius``, ``--max-radius``
 ``hessian_closure``), ``--max-krylov``, ``--krylov-tol``, ``--eta2``, ``--gamma1``, and
 ``--trace FILE`` (one JSON line per TR step with the optimiser's ``last_step`` record).
 
-    ETR_DATA=../shared/data python3 benchmarks/bench_time_to_target.py --dataset fashion_mnist \
+    ETR_DATA=DATA python3 benchmarks/bench_time_to_target.py --dataset fashion_mnist \
         --seeds 0 1 --max-epochs 3 --threads 1 --out runs/ttt.json
     python3 benchmarks/bench_time_to_target.py --dataset digits --seeds 0 1 2   # CI-sized
 """

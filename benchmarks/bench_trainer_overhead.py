@@ -8,7 +8,7 @@ forward, ``backward``, ``step`` (for TR: ``EllipsoidalTR.step(closure)``), timed
 prints the median ratio trainer / bare with its spread. Data: Fashion-MNIST (reconstructed split)
 from ``--data-root`` or ``$ETR_DATA``.
 
-    ETR_DATA=../shared/data python3 benchmarks/bench_trainer_overhead.py --threads 1 --repeats 5
+    ETR_DATA=DATA python3 benchmarks/bench_trainer_overhead.py --threads 1 --repeats 5
 """
 
 from __future__ import annotations

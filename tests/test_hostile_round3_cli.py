@@ -1,7 +1,7 @@
 """Hostile use of the CLI for the new methods and figures: ``etr train --method TR_hess|ARC_rms``,
 ``--preset fast|authors``, ``etr compare`` with them, ``etr reproduce FIGURE`` with absurd flags and
 broken data, ``etr plot`` on empty or half-written folders, a kill during ``etr reproduce`` and the
-rerun, and a few steps of the paper's networks on the real data when ``../shared/data`` is present.
+rerun, and a few steps of the paper's networks on the real data when the data folder is present.
 
 The promise under test (docs/training.md, "Errors"): a bad input gives exit 2 and one line naming the
 flag or file and the fix, never a traceback, and nothing written is corrupted. Known defects are
