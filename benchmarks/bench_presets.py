@@ -39,6 +39,7 @@ METHODS = {
     "TR_rms fast": {"preset": "fast"},  # Table 1 + radius="auto"
     "TR_rms H 1/4": {"preset": "paper", "hessian_fraction": 0.25},
     "TR_rms fast + H 1/4": {"preset": "fast", "hessian_fraction": 0.25},
+    "TR_rms fast, floor 1e-5": {"preset": "fast", "eps": 1e-10},  # the ellipsoid floor before 1e-16
     "Adam": None,
 }
 
