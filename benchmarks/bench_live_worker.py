@@ -116,11 +116,12 @@ def _server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the server did not become healthy")
 
 
-def _niced(executable: str) -> str:
+def _niced(executable: str, cpus: str | None = None) -> str:
     """A wrapper script that starts ``executable`` at nice 19 (the students' browsers; chromium
     resets its children's priority, so :func:`_keep_niced` holds them there)."""
     wrapper = ROOT / "artifacts" / "chromium_niced.sh"
-    wrapper.write_text(f'#!/bin/sh\nexec nice -n 19 "{executable}" "$@"\n')
+    pin = f"taskset -c {cpus} " if cpus else ""
+    wrapper.write_text(f'#!/bin/sh\nexec {pin}nice -n 19 "{executable}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -209,7 +210,9 @@ def _start(tab) -> None:
     raise SystemExit("Start did not create a run in five attempts")
 
 
-def classroom(sessions: int, reps: int, page_path: str, settle: float) -> None:
+def classroom(
+    sessions: int, reps: int, page_path: str, settle: float, students_cpus: str | None = None
+) -> None:
     from playwright.sync_api import sync_playwright
 
     (ROOT / "artifacts").mkdir(exist_ok=True)
@@ -224,7 +227,8 @@ def classroom(sessions: int, reps: int, page_path: str, settle: float) -> None:
             # second browser at the lowest CPU priority, so that their chart drawing does not take
             # the measured tab's or the server's CPU on this one machine.
             before = _browser_mains()
-            students = p.chromium.launch(executable_path=_niced(chromium), headless=True, args=args)
+            students = p.chromium.launch(executable_path=_niced(chromium, students_cpus), headless=True,
+                                         args=args)
             stop_nicing = threading.Event()
             threading.Thread(target=_keep_niced, args=(_browser_mains() - before, stop_nicing),
                              daemon=True).start()
@@ -281,11 +285,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--page", default="implicit_trust_regions")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after the last Start")
+    parser.add_argument("--students-cpus", default=None,
+                        help="pin the students' browser to these CPUs (taskset list, e.g. 1)")
     args = parser.parse_args()
     if args.memory:
         memory(args.dataset, args.seconds, args.max_train)
     if args.classroom:
-        classroom(args.sessions, args.reps, args.page, args.settle)
+        classroom(args.sessions, args.reps, args.page, args.settle, args.students_cpus)
 
 
 if __name__ == "__main__":
