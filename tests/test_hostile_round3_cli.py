@@ -25,6 +25,7 @@ import torch
 
 import etr_core.reproduce as reproduce_pkg
 from etr_core.cli import main
+from tests.core.cli_support import error_line, run_cli
 from tests.core.test_data_files import idx_bytes
 
 QUICK = ["--max-train", "200", "--eval-every", "2", "--device", "cpu", "--no-progress", "--threads", "1"]
@@ -32,22 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def run_cli(argv, capsys) -> tuple[int, str]:
-    """Exit status and stderr of ``etr argv``."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
-def error_line(err: str) -> str:
-    """The single error line of ``err`` (warnings aside); fails on tracebacks or multi-line errors."""
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1, err
-    assert ": error: " in lines[0]
-    return lines[0]
 
 
 @pytest.fixture

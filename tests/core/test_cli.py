@@ -8,6 +8,7 @@ import pytest
 
 from etr_core.cli import main
 from etr_core.results import load_run
+from tests.core.cli_support import error_line, run_cli
 
 QUICK = ["--max-train", "200", "--eval-every", "2", "--device", "cpu", "--no-progress"]
 
@@ -206,22 +207,8 @@ def test_resume_without_a_checkpoint_is_a_clear_error_and_creates_nothing(tmp_pa
 # -- one error style, resume flags, files that cannot be trusted ----------------------------------------
 
 
-def run_cli(argv, capsys) -> tuple[int, str]:
-    """Exit status and stderr of ``etr argv``."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
-def error_line(err: str) -> str:
-    """The single error line of ``err`` (warnings aside); fails on tracebacks or multi-line errors."""
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1, err
-    assert ": error: " in lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -17,26 +17,15 @@ from etr_core.cli.options import MAX_SEED_COUNT
 from etr_core.reproduce.protocol import MAX_SEEDS, problems_for
 from etr_core.training import TrainConfig
 from etr_core.training.method_settings import ARC_TR_OPTIONS
+from tests.core.cli_support import error_line, run_cli
 
 QUICK = ["--max-train", "100", "--eval-every", "2", "--device", "cpu", "--no-progress", "--threads", "1"]
 IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
        "t10k-labels-idx1-ubyte")
 
 
-def run_cli(argv, capsys) -> tuple[int, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
-def error_line(err: str) -> str:
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1, err
-    assert ": error: " in lines[0]
-    return lines[0]
 
 
 # --- settings a method would not run ------------------------------------------------------------------

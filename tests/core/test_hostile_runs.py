@@ -18,26 +18,13 @@ from etr_core.data import load_dataset
 from etr_core.errors import user_message
 from etr_core.results import ResultsWarning, read_json_object, read_jsonl, run_state
 from etr_core.training import TrainConfig
+from tests.core.cli_support import error_line, run_cli
 
 QUICK = ["--max-train", "200", "--eval-every", "2", "--device", "cpu", "--no-progress", "--threads", "1"]
 
 
-def run_cli(argv, capsys) -> tuple[int, str]:
-    """Exit status and stderr of ``etr argv``."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
-def error_line(err: str) -> str:
-    """The single error line of ``err`` (warnings aside); fails on tracebacks or multi-line errors."""
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
-    assert len(lines) == 1, err
-    assert ": error: " in lines[0]
-    return lines[0]
 
 
 # -- flags with absurd values ---------------------------------------------------------------------
