@@ -7,11 +7,22 @@ import sys
 
 from etr_core.cli.options import MAX_SEED_COUNT, _comma_list, _positive_int, _seed_count, _thread_count
 
+
+def _job_count(text: str) -> int:
+    from etr_core.reproduce.pool import MAX_JOBS
+
+    value = _positive_int(text)
+    if value > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_JOBS} parallel runs, got {value}")
+    return value
+
+
 _REPRODUCE_EPILOG = """
 examples:
   etr reproduce fig3 --quick --data-root ~/data --out repro     # minutes on a laptop CPU
   etr reproduce fig4 --dataset fashion_mnist --networks mlp --quick --out repro
   etr reproduce fig4 --dataset cifar10 --device cuda --out repro        # paper protocol: 10 seeds
+  etr reproduce fig4 --device cuda --jobs 8 --out repro     # 8 runs at once share one GPU
   etr reproduce fig6 --dataset mnist --quick --out repro
   etr reproduce fig11 --quick --seeds 1 --out repro
 
@@ -70,6 +81,11 @@ def add_reproduce_parser(sub) -> None:
         "--threads", type=_thread_count, default=None,
         help="torch CPU threads (default: auto, torch's count capped by the cores the load leaves free)",
     )
+    r.add_argument(
+        "--jobs", type=_job_count, default=1,
+        help="runs trained at once, each in its own process (default 1; on a GPU e.g. 8: one small "
+        "run leaves it mostly idle); with --threads unset each gets cores/jobs threads",
+    )
     r.add_argument("--out", default="reproduce", help="results folder (default ./reproduce)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(handler=_cmd_reproduce, command_parser=r)
@@ -99,6 +115,7 @@ def _cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         progress=not args.no_progress,
         threads=args.threads,
         methods=args.methods,
+        jobs=args.jobs,
     )
     try:  # other user errors (missing data, an unwritable --out) print whole, as one line, from main()
         result = reproduce(request)

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etr_core.reproduce.pool import run_jobs
 from etr_core.reproduce.protocol import FIGURES, NETWORKS, Problem, problems_for
-from etr_core.reproduce.runner import BackpropProgress, RunOptions, choose_step_sizes, method_jobs, run_job
+from etr_core.reproduce.runner import BackpropProgress, RunOptions, choose_step_sizes, method_jobs
 
 __all__ = ["FIGURES", "NETWORKS", "ReproduceRequest", "ReproduceResult", "reproduce"]
 
@@ -49,6 +50,7 @@ class ReproduceRequest:
     threads: int | None = None
     methods: tuple[str, ...] | None = None  # None: every method the figure draws
     png: bool = True  # PNG besides HTML (needs kaleido and a Chrome/Chromium)
+    jobs: int = 1  # runs trained at once, each in its own process (etr_core.reproduce.pool)
 
 
 @dataclass
@@ -87,13 +89,11 @@ def _train_problem(problem: Problem, methods: tuple[str, ...], options: RunOptio
 
     step_sizes = choose_step_sizes(problem, methods, options, progress)
     jobs = method_jobs(problem, methods, step_sizes, options)
-    for i, (cfg, folder) in enumerate(jobs, start=1):
-        run_job(
-            cfg,
-            folder,
-            desc=f"[{i}/{len(jobs)}] {problem.slug}/{folder.parent.name}/{folder.name}",
-            progress=progress,
-        )
+    described = [
+        (cfg, folder, f"[{i}/{len(jobs)}] {problem.slug}/{folder.parent.name}/{folder.name}")
+        for i, (cfg, folder) in enumerate(jobs, start=1)
+    ]
+    run_jobs(described, options.jobs, progress, show=options.progress)
     return [load_run(folder) for _, folder in jobs]
 
 
@@ -131,7 +131,9 @@ def reproduce(request: ReproduceRequest) -> ReproduceResult:
     folder.mkdir(parents=True, exist_ok=True)
     if spec.kind == "hessian":
         return figures.hessian_figure(request, spec, folder, data_label)
-    options = RunOptions(out / "runs", data_root, request.device, request.threads, request.progress)
+    options = RunOptions(
+        out / "runs", data_root, request.device, request.threads, request.progress, jobs=request.jobs
+    )
     progress = BackpropProgress if request.progress else None
     runs = {p: _train_problem(p, spec.methods, options, progress) for p in problems}
     if spec.kind == "reconstructions":

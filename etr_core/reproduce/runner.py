@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from etr_core.reproduce.pool import run_jobs
 from etr_core.reproduce.protocol import Problem
 from etr_core.results import SUMMARY_FILE, load_run
 from etr_core.training import METHODS, TrainConfig, train
@@ -34,13 +35,15 @@ STEP_SIZES_FILE = "step_sizes.json"
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Where and how runs execute: output folder, data root, device, threads, progress bars."""
+    """Where and how runs execute: output folder, data root, device, threads, progress bars, and
+    ``jobs``, the runs trained at once in separate processes (:mod:`etr_core.reproduce.pool`)."""
 
     out: Path
     data_root: str | None = None
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    jobs: int = 1
 
 
 class BackpropProgress:
@@ -149,30 +152,40 @@ def choose_step_sizes(
     path = root / STEP_SIZES_FILE
     saved = json.loads(path.read_text()) if path.exists() else {}
     chosen: dict[str, float] = {}
+    grids: dict[str, tuple[float, ...]] = {}
     for method in methods:
         if METHODS[method].family == "tr":
             continue
         key = f"{method}@{problem.budget}"
         if key in saved:
             chosen[method] = float(saved[key]["chosen"])
-            continue
+        else:
+            grids[method] = _grid(method, problem.lr_grid_size)
+    tuning = [
+        (
+            config_for(problem, method, seed, lr, options),
+            run_folder(root / "tuning", method, lr, seed),
+            f"tuning {method} lr={lr:g} seed {seed}",
+        )
+        for method, grid in grids.items()
+        for lr in grid
+        for seed in problem.tune_seeds
+    ]
+    run_jobs(tuning, options.jobs, progress, show=options.progress)
+    for method, grid in grids.items():
         scores: dict[str, float] = {}
-        for lr in _grid(method, problem.lr_grid_size):
+        for lr in grid:
             losses = []
             for seed in problem.tune_seeds:
-                folder = run_folder(root / "tuning", method, lr, seed)
-                run_job(
-                    config_for(problem, method, seed, lr, options),
-                    folder,
-                    desc=f"tuning {method} lr={lr:g} seed {seed}",
-                    progress=progress,
-                )
-                loss = (load_run(folder).summary or {}).get("train_loss")
+                run = load_run(run_folder(root / "tuning", method, lr, seed))
+                loss = (run.summary or {}).get("train_loss")
                 losses.append(loss if isinstance(loss, float) and math.isfinite(loss) else math.inf)
             scores[f"{lr:g}"] = sum(losses) / len(losses)
         best = min(scores, key=lambda k: scores[k])
         chosen[method] = float(best)
-        saved[key] = {"chosen": float(best), "scores": scores, "tune_seeds": list(problem.tune_seeds)}
+        saved[f"{method}@{problem.budget}"] = {
+            "chosen": float(best), "scores": scores, "tune_seeds": list(problem.tune_seeds)
+        }
         root.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(saved, indent=2, allow_nan=True))
     return chosen
