@@ -1,9 +1,10 @@
-"""The training loop of :func:`train` (paper section 5): the run's state, the loop with its stopping
-limits, evaluation cadence and checkpoints, and the summary.
+"""The training loop of :func:`train` (paper section 5): the run's state and the loop with its
+evaluation cadence and checkpoints.
 
 The loop's parts live beside it: :mod:`~etr_core.training.schedule` (optimisers, warm-up, pivot),
 :mod:`~etr_core.training.steps` (first-order and TR steps), :mod:`~etr_core.training.evaluation`
-(losses and evaluation) and :mod:`~etr_core.training.run_folder` (run folder and checkpoints).
+(losses and evaluation), :mod:`~etr_core.training.run_folder` (run folder and checkpoints) and
+:mod:`~etr_core.training.ending` (stopping limits, the end of a run and its summary).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 
 from etr_core import devices
 from etr_core.data import BatchSampler, Dataset, load_dataset
-from etr_core.models import build_model, count_parameters, is_autoencoder
+from etr_core.models import build_model, is_autoencoder
+from etr_core.training.ending import _Ending
 from etr_core.training.evaluation import _Evaluation
 from etr_core.training.records import RunResult, _Clock, _dispatch
 from etr_core.training.run_config import DTYPES, TrainConfig
@@ -29,7 +31,7 @@ from etr_core.training.steps import _StepFunctions
 from etr_core.training.threads import _Threads
 
 
-class _Trainer(_Schedule, _StepFunctions, _Evaluation, _RunFolder):
+class _Trainer(_Schedule, _StepFunctions, _Evaluation, _RunFolder, _Ending):
     """State of one run; :func:`train` is its only user."""
 
     def __init__(
@@ -102,21 +104,6 @@ class _Trainer(_Schedule, _StepFunctions, _Evaluation, _RunFolder):
         elif self.run_dir is not None and resume:
             self._follow_checkpoint()
 
-    def _limit_reached(self) -> str | None:
-        c = self.config
-        if self.stop_event is not None and self.stop_event.is_set():
-            return "stopped"
-        if c.max_steps is not None and self.step >= c.max_steps:
-            return "max_steps"
-        if c.max_epochs is not None and self.sampler.epochs >= c.max_epochs:
-            return "max_epochs"
-        if c.max_seconds is not None and self.clock.elapsed >= c.max_seconds:
-            return "max_seconds"
-        used = self.counters["backward"] + self.counters["hvp"]
-        if c.max_backprops is not None and used >= c.max_backprops:
-            return "max_backprops"
-        return None
-
     def run(self) -> RunResult:
         self.model.train()
         if not self.evals:
@@ -143,49 +130,7 @@ class _Trainer(_Schedule, _StepFunctions, _Evaluation, _RunFolder):
                 self._eval()
             if self.writer is not None and self.step % self.config.checkpoint_every == 0:
                 self._checkpoint()
-        if self.stop_reason != "nonfinite_loss" and self._snapshot_step is not None:
-            self._recover()  # the last first-order update is not followed by a loss check
-            if self._restored_to is not None:
-                self.stop_reason = "nonfinite_loss"
-                self.stop_detail = (
-                    f"non-finite parameters after the update of step {self.step}; the parameters keep "
-                    f"their last finite values (those step {self._restored_to + 1} started from)"
-                )
-        if not self.evals or self.evals[-1]["step"] != self.step:
-            self._eval()
-        summary = self._summary()
-        if self.writer is not None:
-            self._checkpoint()
-            self.writer.write_summary(summary)
-            self.writer.close()
-        if self.is_main:
-            _dispatch(self.callbacks, "end", {"event": "end", **summary})
-        return RunResult(self.config, self.steps, self.evals, summary, self.model, self.run_dir)
-
-    def _summary(self) -> dict[str, Any]:
-        last = self.evals[-1]
-        epochs = self.sampler.epochs
-        summary = {
-            **self._progress(),
-            "method": self.config.method,
-            "label": self.config.method if self.lr is None else f"{self.config.method} (lr={self.lr:g})",
-            "preset": self.config.preset,
-            "lr": self.lr,
-            "batch_size": self.main_batch,
-            "stop_reason": self.stop_reason,
-            "stop_detail": self.stop_detail,
-            "accepted": self.counters["accepted"],
-            "train_loss": last["train_loss"],
-            "train_acc": last["train_acc"],
-            "test_loss": last["test_loss"],
-            "test_acc": last["test_acc"],
-            "seconds_per_epoch": self.clock.elapsed / epochs if epochs > 0 else None,
-            "parameters": count_parameters(self.model),
-            "resumed_from_step": self.resumed_from,
-            "pivot_evaluations": self.pivot_state["evals"],
-            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
-        }
-        return summary
+        return self._finish()
 
 
 def train(
@@ -236,4 +181,3 @@ def train(
         finally:
             if trainer.writer is not None:
                 trainer.writer.close()
-
