@@ -8,7 +8,9 @@ process. It carries Stop to the worker, terminates a worker that ignores Stop or
 limit, and reaps the process. The run's histories and statuses live in
 :class:`etr_core.live.state.RunState`; this class only reads its timing and writes the final status
 when a worker vanished without saying so. :class:`CpuMeter` turns the worker's cumulative CPU
-reports into increases for the owner's budget.
+reports into increases for the owner's budget. :class:`RunCommands` is the part of ``LiveRun`` that
+the registry and the pages call to start, stop and wait for a run, and that folds the worker's
+events into the run.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
-from etr_core.live.history import FAILED, STARTING, STOPPED
+from etr_core.live.history import FAILED, FINISHED, STARTING, STOPPED
 from etr_core.live.state import RunState
 from etr_core.live.worker import WorkerSpec, mp_context, start_process, worker_main
 
-__all__ = ["CpuMeter", "RunControl"]
+__all__ = ["CpuMeter", "RunCommands", "RunControl"]
 
 
 class CpuMeter:
@@ -191,3 +193,75 @@ class RunControl:
                 if self.stop_reason is None:
                     self.stop_reason = "time"
             process.terminate()
+
+
+class RunCommands:
+    """Start, Stop and waiting for a run, and its event side: the part of
+    :class:`etr_core.live.run.LiveRun` that drives its :class:`RunControl` (``_control``), folds the
+    worker's events into its :class:`RunState` (``_state``), meters CPU (``_meter``) and calls the
+    end callbacks (``_on_end``, under ``_lock``) once."""
+
+    _control: RunControl
+    _state: RunState
+    _meter: CpuMeter
+    _stop_note: str | None
+    _on_end: list[Callable[[Any], None]]
+    _lock: threading.Lock
+    in_process: bool
+
+    def start(self) -> Self:
+        """Start the worker (once); returns ``self``."""
+        self._control.start()
+        return self
+
+    def stop(self, reason: str = "user", note: str | None = None) -> None:
+        """Ask every method to stop after its current step (returns at once). A queued run ends here;
+        what a running one computed is kept. ``note`` is added to the run's final message (why)."""
+        if note and self._stop_note is None:
+            self._stop_note = note
+        waiting = self._control.request_stop(reason)
+        message = ("Cancelled: nobody watched this queued run." if reason == "abandoned"
+                   else "Stopped while queued.")
+        if note:
+            message += " " + note
+        if waiting and self._state.set_waiting(STOPPED, message):
+            self._ended()
+
+    def fail_queued(self, message: str) -> None:
+        """Registry: a queued run that will never get a slot."""
+        if self._control.waiting and self._state.set_waiting(FAILED, message):
+            self._ended()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker and the reader thread; ``True`` if they ended."""
+        return self._control.join(timeout)
+
+    def is_alive(self) -> bool:
+        """``True`` while the worker's reader thread (or the in-process thread) runs."""
+        return self._control.is_alive()
+
+    def release(self, timeout: float = 5.0) -> bool:
+        """Stop the run (reason "released") and wait up to ``timeout`` s; ``True`` if it ended."""
+        self.stop("released")
+        return self.join(timeout)
+
+    def _apply(self, event: tuple) -> None:
+        """Fold one engine event into the state; meter CPU reports (``("cpu", total_seconds)``)."""
+        kind = event[0]
+        if kind == "cpu":
+            self._meter.report(event[1])
+            return
+        if kind == "run" and event[1] in (STOPPED, FINISHED, FAILED) and self._stop_note:
+            event = ("run", event[1], f"{event[2]} {self._stop_note}".strip())
+        self._state.apply(event)
+        if self.in_process and kind == "steps":
+            with self._state.lock:
+                elapsed = self._state.elapsed()
+            self._meter.report(elapsed)
+
+    def _ended(self) -> None:
+        """Call the end callbacks once (each receives the run)."""
+        with self._lock:
+            callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            callback(self)

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from etr_core._validation import check_choice, check_int, check_positive
-from etr_core.live.control import CpuMeter, RunControl
+from etr_core.live.control import CpuMeter, RunCommands, RunControl
 from etr_core.live.engine import SCHEDULES, RunEngine, _config_method
-from etr_core.live.history import FAILED, FINISHED, QUEUED, STOPPED, LiveSnapshot
+from etr_core.live.history import QUEUED, LiveSnapshot
 from etr_core.live.monitor import StallRule
 from etr_core.live.state import RunState
 from etr_core.live.worker import WorkerSpec
@@ -122,7 +122,7 @@ class RunReadout:
             return dict(self._state.results)
 
 
-class LiveRun(RunReadout):
+class LiveRun(RunReadout, RunCommands):
     """A multi-method comparison trained outside the server's interpreter (paper section 5, Figs. 3-4).
 
     ``configs``: one :class:`etr_core.training.TrainConfig` per method (unique ``method``).
@@ -132,7 +132,8 @@ class LiveRun(RunReadout):
     replaces :func:`etr_core.training.train` (it must be picklable unless ``in_process``).
     ``settings`` is kept with the run for the pages that show it (targets, thresholds).
     ``share_data=False`` lets every method load its own copy of the data (for measurements).
-    The worker itself is handled by :class:`etr_core.live.control.RunControl`.
+    The worker itself is handled by :class:`etr_core.live.control.RunControl`; Start, Stop and the
+    worker's events by the :class:`etr_core.live.control.RunCommands` part.
     """
 
     def __init__(
@@ -224,41 +225,6 @@ class LiveRun(RunReadout):
         """Set by the registry while the run waits for a training slot."""
         self._state.set_waiting(QUEUED, message)
 
-    # ------------------------------------------------------------------ control
-    def start(self) -> LiveRun:
-        """Start the worker (once); returns ``self``."""
-        self._control.start()
-        return self
-
-    def stop(self, reason: str = "user", note: str | None = None) -> None:
-        """Ask every method to stop after its current step (returns at once). A queued run ends here;
-        what a running one computed is kept. ``note`` is added to the run's final message (why)."""
-        if note and self._stop_note is None:
-            self._stop_note = note
-        waiting = self._control.request_stop(reason)
-        message = ("Cancelled: nobody watched this queued run." if reason == "abandoned"
-                   else "Stopped while queued.")
-        if note:
-            message += " " + note
-        if waiting and self._state.set_waiting(STOPPED, message):
-            self._ended()
-
-    def fail_queued(self, message: str) -> None:
-        """Registry: a queued run that will never get a slot."""
-        if self._control.waiting and self._state.set_waiting(FAILED, message):
-            self._ended()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the worker and the reader thread; ``True`` if they ended."""
-        return self._control.join(timeout)
-
-    def is_alive(self) -> bool:
-        return self._control.is_alive()
-
-    def release(self, timeout: float = 5.0) -> bool:
-        self.stop("released")
-        return self.join(timeout)
-
     # ------------------------------------------------------------------ the worker's side
     def _spec(self) -> WorkerSpec:
         return WorkerSpec(self.id, self._configs, self.max_seconds, self.max_backprops, self.schedule,
@@ -268,26 +234,6 @@ class LiveRun(RunReadout):
         RunEngine(self._configs, self._apply, stop_event, max_seconds=self.max_seconds,
                   max_backprops=self.max_backprops, schedule=self.schedule, train_fn=self._train_fn,
                   stall_rule=self.stall_rule).run()
-
-    def _apply(self, event: tuple) -> None:
-        """Fold one engine event into the state; meter CPU reports (``("cpu", total_seconds)``)."""
-        kind = event[0]
-        if kind == "cpu":
-            self._meter.report(event[1])
-            return
-        if kind == "run" and event[1] in (STOPPED, FINISHED, FAILED) and self._stop_note:
-            event = ("run", event[1], f"{event[2]} {self._stop_note}".strip())
-        self._state.apply(event)
-        if self.in_process and kind == "steps":
-            with self._state.lock:
-                elapsed = self._state.elapsed()
-            self._meter.report(elapsed)
-
-    def _ended(self) -> None:
-        with self._lock:
-            callbacks, self._on_end = self._on_end, []
-        for callback in callbacks:
-            callback(self)
 
     def _running_message(self) -> str:
         how = {"backprops": "interleaved: the method with the fewest backprops takes the next step",
