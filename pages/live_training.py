@@ -11,8 +11,6 @@ poll asks the run for the rows it has not seen yet and rebuilds the charts only 
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 import torch
 
@@ -26,13 +24,9 @@ from etr_core.live import (
     RunRefused,
     comparison_configs,
     default_registry,
-    describe_race,
     env_limit,
     max_steps_cap,
-    metrics_csv,
     start_worker_server,
-    summarize,
-    valid_run_id,
 )
 from etr_core.models import MODEL_DESCRIPTIONS
 from etr_core.training import METHODS, resolve_tr_config
@@ -48,7 +42,7 @@ from ui.common import (
     url_toggle,
 )
 from ui.frame import ensure_app_frame
-from ui.live_view import empty_loss_figure, session_view
+from ui.live_panels import radius_start_text, show_run, show_tr_step_formula, url_run_id
 from ui.owner import browser_owner, owner_is_per_browser
 
 ensure_app_frame()
@@ -75,14 +69,6 @@ SCHEDULE_LABELS = {
     "backprops": "interleaved, fewest backprops first",
     "steps": "interleaved, one step each",
     "sequential": "one method after another",
-}
-SUMMARY_LABELS = {
-    "final_batch_loss": "last mini-batch loss", "final_train_loss": "train loss",
-    "final_train_acc": "train acc.", "final_test_acc": "test acc.",
-    "backprops_to_acc": "backprops to acc. target",
-    "seconds_to_acc": "seconds to acc. target", "backprops_to_loss": "backprops to loss target",
-    "seconds_to_loss": "seconds to loss target", "detail": "why it ended early",
-    "warnings": "optimiser warnings", "preset": "TR preset",
 }
 TR_KNOBS = ("radius", "max_radius", "eta1", "eta2", "gamma1")
 PRESET_LABELS = {  # the TR methods' starting configuration (etr_core.training.resolve_tr_config)
@@ -111,16 +97,6 @@ def file_datasets_present(root: str) -> list[str]:
 
 def _state(key: str):
     return st.session_state[f"{P}_{key}"]
-
-
-def _url_run_id() -> tuple[str | None, bool]:
-    """The run id in ``?run=`` (the last well-formed one if repeated) and whether a bad one was given."""
-    try:
-        values = [str(v) for v in st.query_params.get_all("run")]
-    except Exception:  # no query string available (bare script run)
-        return None, False
-    good = [v for v in values if valid_run_id(v)]
-    return (good[-1] if good else None), bool(values) and not good
 
 
 def start_run() -> None:
@@ -178,7 +154,7 @@ def copy_run(run_id: str) -> None:
 
 
 worker_server()
-run_id, bad_run_id = _url_run_id()
+run_id, bad_run_id = url_run_id()
 run: LiveRun | None = default_registry().get(run_id) if run_id else None
 
 st.title("Live training: do ellipsoidal trust regions train faster?")
@@ -320,51 +296,7 @@ if active:
 # ---------------------------------------------------------------- live part
 @st.fragment(run_every=poll)
 def live_view() -> None:
-    current = default_registry().get(run_id) if run_id else None
-    if current is None:
-        st.plotly_chart(empty_loss_figure(x_axis, log_y), key=f"{P}_loss_chart", width="stretch")
-        st.info("Choose the methods and press **Start**. Curves appear here as the worker trains.")
-        return
-    view = session_view(current.id, f"{P}_view")
-    snap, _ = view.receive(current)
-    st.progress(snap.progress, text=f"{snap.status} · {snap.elapsed:.1f} s · {snap.message}")
-    if snap.queued:
-        st.info("This run waits for a training slot; the charts appear when it starts.")
-        return
-    if snap.status == "failed":
-        st.error(snap.message)
-    for method, error in snap.errors.items():
-        label = "diverged" if snap.method_status.get(method) == "diverged" else "failed"
-        st.warning(f"{method} {label}: {error}")
-    loss, acc, cg, tr = view.charts(snap, x_axis, log_y)
-    st.plotly_chart(loss, key=f"{P}_loss_chart", width="stretch")
-    left, right = st.columns(2)
-    left.plotly_chart(acc, key=f"{P}_acc_chart", width="stretch")
-    right.plotly_chart(cg, key=f"{P}_cg_chart", width="stretch")
-    st.plotly_chart(tr, key=f"{P}_tr_chart", width="stretch")
-
-    settings = snap.settings
-    loss_target, acc_target = settings.get("loss_target"), settings.get("accuracy_target")
-    summary = summarize(view.steps, view.evals, methods=snap.methods, statuses=snap.method_status,
-                        loss_target=loss_target, accuracy_target=acc_target, notes=snap.notes,
-                        warnings=snap.warnings, presets=settings.get("presets"))
-    if acc_target is not None:
-        st.markdown(describe_race(summary, "backprops_to_acc", f"{acc_target:.0%} training accuracy"))
-    if snap.running:
-        return
-    if active:  # the timer was set for this run: one full rerun drops it and enables Start
-        st.rerun()
-    if snap.status == "finished":
-        st.success(f"Run finished. {snap.message}")
-    elif snap.status == "stopped":
-        st.info(f"Run stopped. {snap.message}")
-    if loss_target is not None:
-        st.markdown(describe_race(summary, "backprops_to_loss", f"a training loss of {loss_target:g}"))
-    st.dataframe(summary.rename(columns=SUMMARY_LABELS), key=f"{P}_summary", hide_index=True, width="stretch")
-    if view.csv is None:
-        view.csv = metrics_csv(view.steps, view.evals)
-    st.download_button("Download the run's metrics (CSV)", view.csv,
-                       file_name=f"live_training_{current.id}.csv", mime="text/csv", key=f"{P}_download")
+    show_run(run_id, P, x_axis, log_y, rerun_when_ended=active)
 
 
 live_view()
@@ -372,33 +304,13 @@ live_view()
 # ---------------------------------------------------------------- the formula and why
 eta1, eta2 = float(_state("eta1")), float(_state("eta2"))
 gamma1, gamma2_rms = float(_state("gamma1")), float(_state("gamma2_rms"))
-st.markdown("**One TR step** (Algorithm 1): solve the subproblem in the ellipsoid of the method, then "
-            "judge the step by the ratio of actual to predicted decrease.")
-st.latex(
-    r"\min_{\|s\|_{A_t}\le\Delta_t} m_t(s)=f_t+g_t^\top s+\tfrac12 s^\top H_t s,\qquad "
-    r"\rho_t=\frac{f(w_t)-f(w_t+s_t)}{m_t(0)-m_t(s_t)}"
-)
-st.latex(
-    rf"\Delta_{{t+1}}=\begin{{cases}}\min({gamma1:g}\,\Delta_t,\ {float(_state('max_radius')):g}) & "
-    rf"\rho_t\ge {eta2:g}\\ \Delta_t & {eta1:g}\le\rho_t<{eta2:g}\\ "
-    rf"\Delta_t/{gamma2_rms:g}\ (\text{{TR\_rms}}) & \rho_t<{eta1:g}\ (\text{{step rejected}})\end{{cases}}"
-)
+show_tr_step_formula(eta1, eta2, gamma1, float(_state("max_radius")), gamma2_rms)
 tr_selected = [m for m in methods if m in TR_METHODS]
 first_selected = [m for m in methods if m in FIRST_ORDER]
 radius0 = float(_state("radius"))
-START_TEXT = {
-    "paper": f"The radius starts at Δ₀ = {radius0:g} and can grow by at most ×{gamma1:g} per step, so it "
-             f"needs about {math.log(max(1.0, 1.0 / radius0)) / math.log(gamma1):.0f} very successful "
-             "steps to reach 1.",
-    "fast": "With the fast preset Δ₀ is chosen at the first step: the length, in the method's norm, of that "
-            f"step's Cauchy point (Δ₀ = {radius0:g} only where the model has no positive curvature along "
-            f"the gradient); from there the radius grows by at most ×{gamma1:g} per step.",
-    "authors": "With the authors' preset Δ₀, η₁, η₂, γ₁, γ₂ and the batch come from their files; the "
-               "formula above shows the Table 1 sliders, which that preset does not use.",
-}
 st.caption(
-    f"{START_TEXT[preset]} A_t is the identity for TR_uni and the Adagrad / RMSProp diagonal for TR_ada / "
-    f"TR_rms. Selected: {', '.join(tr_selected) or 'no TR method'} with batch "
+    f"{radius_start_text(preset, radius0, gamma1)} A_t is the identity for TR_uni and the Adagrad / "
+    f"RMSProp diagonal for TR_ada / TR_rms. Selected: {', '.join(tr_selected) or 'no TR method'} with batch "
     f"{'of the files' if preset == 'authors' else int(_state('tr_batch'))}; "
     f"{', '.join(first_selected) or 'no first-order method'} with batch {int(_state('fo_batch'))}."
 )
