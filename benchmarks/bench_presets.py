@@ -10,9 +10,11 @@ training set every ``--eval-every`` training examples, so a time to target is re
 evaluation interval. Backprops = gradient backward passes + Hessian-vector products (each about one
 backward; on a sub-batch one of a quarter of the batch counts as one all the same). Methods run one
 after another in one process, order rotated per seed, at the default thread count unless
-``--threads``.
+``--threads``. ``--device cuda`` keeps the data and the network on the GPU and synchronises before
+every clock read.
 
     ETR_DATA=DATA python3 benchmarks/bench_presets.py --seeds 0 1 --out runs/presets.json
+    ETR_DATA=DATA python3 benchmarks/bench_presets.py --device cuda --seeds 0 1 2 3 4 5
 """
 
 from __future__ import annotations
@@ -49,8 +51,14 @@ def accuracy(model, x, y) -> float:
     return float((model(x).argmax(1) == y).float().mean())
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run(name: str, data, args, seed: int, ex, ey) -> dict:
-    model = build_model("mlp_paper", data.input_shape, data.num_classes, seed=seed)
+    device = torch.device(args.device)
+    model = build_model("mlp_paper", data.input_shape, data.num_classes, seed=seed).to(device)
     gen = torch.Generator().manual_seed(1000 + seed)
     n = data.n_train
     tr = METHODS[name] is not None
@@ -66,7 +74,8 @@ def run(name: str, data, args, seed: int, ex, ey) -> dict:
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos : pos + batch]
         pos += batch
-        xb, yb = data.train_x[idx], data.train_y[idx]
+        xb, yb = args.train_x[idx.to(args.train_x.device)], args.train_y[idx.to(args.train_x.device)]
+        _sync(device)
         t0 = time.perf_counter()
         if tr:
 
@@ -79,6 +88,7 @@ def run(name: str, data, args, seed: int, ex, ey) -> dict:
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(xb), yb).backward()
             opt.step()
+        _sync(device)
         seconds += time.perf_counter() - t0
         backprops = opt.counters["backward"] + opt.counters["hvp"] if tr else backprops + 1
         seen += batch
@@ -103,6 +113,7 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=float, default=3.0)
     ap.add_argument("--eval-every", type=int, default=2560, help="training examples between evaluations")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -110,8 +121,13 @@ def main() -> None:
     data = load_dataset("fashion_mnist", root=args.data_root)
     gen = torch.Generator().manual_seed(12345)
     sub = torch.randperm(data.n_train, generator=gen)[:10000]
-    ex, ey = data.train_x[sub], data.train_y[sub]
-    print(f"threads={torch.get_num_threads()} target={args.target} dataset={data.info.get('split', '')}")
+    device = torch.device(args.device)
+    args.train_x, args.train_y = data.train_x.to(device), data.train_y.to(device)
+    ex, ey = data.train_x[sub].to(device), data.train_y[sub].to(device)
+    where = f"threads={torch.get_num_threads()}"
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    print(f"{where} target={args.target} dataset={data.info.get('split', '')}")
     runs = []
     for seed in args.seeds:
         order = args.methods[seed % len(args.methods) :] + args.methods[: seed % len(args.methods)]
@@ -133,7 +149,8 @@ def main() -> None:
         print(f"| {m} | {s:.2f} | {b:.0f} | {ratio} |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"threads": torch.get_num_threads(), "runs": runs}, indent=1))
+        meta = {"threads": torch.get_num_threads(), "device": where}
+        Path(args.out).write_text(json.dumps({**meta, "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Each run is one :func:`etr_core.reproduce.runner.run_job` in a fresh ``spawn`` p
 cannot be used in a forked child), writing only its own run folder, so the result of a run does not
 depend on ``N``: CPU runs are bit-identical to a sequential command. A run that raises does not stop
 the others; once all have ended the first error is raised, naming the run folder. Interrupting the
-command (Ctrl-C) stops every worker; each run keeps its last checkpoint and the same command resumes.
+command (Ctrl-C, or SIGTERM to the command alone) interrupts every worker (SIGINT, then SIGTERM after
+``STOP_GRACE_S``); each run keeps its last checkpoint and the same command resumes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -28,6 +32,7 @@ from etr_core.training import TrainConfig
 __all__ = ["MAX_JOBS", "RunError", "run_jobs", "threads_per_job"]
 
 MAX_JOBS = 64  # most parallel runs (--jobs)
+STOP_GRACE_S = 15.0  # seconds an interrupted worker has to stop before it is terminated
 
 Job = tuple[TrainConfig, Path, str]  # (config, run folder, description)
 
@@ -44,6 +49,26 @@ def threads_per_job(jobs: int, threads: int | None) -> int | None:
     if threads is not None or jobs <= 1:
         return threads
     return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _stop_workers() -> None:
+    """SIGINT to every live worker, then SIGTERM to those still running after ``STOP_GRACE_S``."""
+    children = multiprocessing.active_children()
+    for child in children:
+        if child.pid is not None:
+            try:
+                os.kill(child.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.terminate()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_one(config: TrainConfig, folder: str) -> bool:
@@ -75,6 +100,16 @@ def run_jobs(
         return sum(run_job(cfg, folder, desc=desc, progress=progress) for cfg, folder, desc in pending)
     threads = threads_per_job(n_jobs, None)
     context = multiprocessing.get_context("spawn")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return _run_parallel(pending, n_jobs, threads, context, show)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_parallel(pending: Sequence[Job], n_jobs: int, threads: int | None, context, show: bool) -> int:
     errors: list[str] = []
     ran = 0
     with ProcessPoolExecutor(max_workers=min(n_jobs, len(pending)), mp_context=context) as pool:
@@ -103,6 +138,7 @@ def run_jobs(
         except KeyboardInterrupt:
             for fut in remaining:
                 fut.cancel()
+            _stop_workers()
             raise
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

@@ -82,3 +82,31 @@ def test_cli_rejects_bad_job_counts_in_one_line(value, capsys):
     code, err = run_cli(["reproduce", "fig3", "--dataset", "digits", "--jobs", value], capsys)
     assert code == 2
     assert "--jobs" in error_line(err)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_command_stops_every_worker(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [
+        sys.executable, "-m", "etr_core.cli", "reproduce", "fig3", "--dataset", "digits", "--networks", "mlp",
+        "--methods", "TR_rms", "--seeds", "2", "--budget", "200000", "--jobs", "2", "--threads", "1",
+        "--device", "cpu", "--out", str(tmp_path), "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = [tmp_path / "runs" / "digits-mlp_small" / "TR_rms" / f"seed{s}" / "metrics.jsonl" for s in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(p.exists() and p.stat().st_size > 0 for p in logs):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to continue" in err
+    sizes = [p.stat().st_size for p in logs]
+    time.sleep(3)
+    assert [p.stat().st_size for p in logs] == sizes  # no worker trains on
+    assert not any((p.parent / "summary.json").exists() for p in logs)
