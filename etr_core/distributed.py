@@ -29,6 +29,7 @@ from etr_core._validation import check_choice, check_int
 __all__ = [
     "all_reduce_mean",
     "broadcast_parameters",
+    "choose_backend",
     "cleanup",
     "is_distributed",
     "rank",
@@ -38,24 +39,40 @@ __all__ = [
 ]
 
 
-def setup(backend: str | None = None) -> None:
+def choose_backend(device: str | torch.device | None, cuda_available: bool) -> str:
+    """The process-group backend for tensors on ``device``: NCCL for CUDA, gloo for the CPU.
+
+    ``device=None`` (not known yet) gives ``"cpu:gloo,cuda:nccl"`` when CUDA is available, so that
+    CPU and CUDA tensors can both be reduced, and ``"gloo"`` otherwise. Training on the CPU uses gloo
+    even on a machine with GPUs (NCCL has no CPU tensors).
+    """
+    if device is None:
+        return "cpu:gloo,cuda:nccl" if cuda_available else "gloo"
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+_BACKENDS = ("gloo", "nccl", "mpi", "cpu:gloo,cuda:nccl")
+
+
+def setup(backend: str | None = None, device: str | torch.device | None = None) -> None:
     """Initialise the default process group from the ``torchrun`` environment variables.
 
-    ``backend=None`` picks NCCL when CUDA is available, gloo otherwise. ``RANK``, ``WORLD_SIZE``,
+    ``backend=None`` picks it from the ``device`` the tensors live on (:func:`choose_backend`):
+    NCCL for CUDA, gloo for the CPU (also on a machine with GPUs). ``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR`` and ``MASTER_PORT`` must be set (torchrun sets them); with NCCL the process
     binds to ``cuda:LOCAL_RANK``. Calling it when a group already exists does nothing.
     """
     if dist.is_initialized():
         return
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    check_choice("backend", backend, ("gloo", "nccl", "mpi"))
+        backend = choose_backend(device, torch.cuda.is_available())
+    check_choice("backend", backend, _BACKENDS)
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
         raise ValueError(
             f"setup() needs the environment variables {', '.join(missing)} (launch with torchrun)"
         )
-    if backend == "nccl":
+    if "nccl" in backend:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
 

@@ -171,9 +171,10 @@ def train(
         if not callable(cb) and not any(hasattr(cb, f"on_{e}") for e in ("step", "eval", "end")):
             raise TypeError(f"callbacks[{i}] has no on_step/on_eval/on_end and is not callable: {cb!r}")
     if os.environ.get("WORLD_SIZE", "1") != "1":
+        from etr_core import devices
         from etr_core import distributed as etr_dist
 
-        etr_dist.setup()
+        etr_dist.setup(device=devices.device(config.device))
     with _Threads(config.num_threads):
         trainer = _Trainer(config, callbacks, stop_event, run_dir, resume, data)
         try:

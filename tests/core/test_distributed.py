@@ -141,3 +141,21 @@ def test_distributed_flag_needs_a_process_group():
         EllipsoidalTR([nn.Parameter(torch.zeros(2))], distributed=True)
     with pytest.raises(TypeError, match="distributed"):
         EllipsoidalTR([nn.Parameter(torch.zeros(2))], distributed="yes")
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda", "backend"),
+    [
+        ("cpu", True, "gloo"),  # GPUs present, training on the CPU: NCCL has no CPU tensors
+        ("cpu", False, "gloo"),
+        ("cuda", True, "nccl"),
+        ("cuda:1", True, "nccl"),
+        (torch.device("cpu"), True, "gloo"),
+        (None, True, "cpu:gloo,cuda:nccl"),
+        (None, False, "gloo"),
+    ],
+)
+def test_backend_follows_the_training_device(device, cuda, backend):
+    from etr_core.distributed import choose_backend
+
+    assert choose_backend(device, cuda) == backend

@@ -233,10 +233,13 @@ def test_train_rejects_bad_callbacks_and_stop_event():
         train(cfg, stop_event=True)
 
 
-def _distributed_worker(rank: int, world: int, port: int, outdir: str) -> None:
+def _distributed_worker(rank: int, world: int, port: int, outdir: str, gpus_seen: bool = False) -> None:
     import os
 
     from etr_core import distributed as etr_dist
+
+    if gpus_seen:  # a machine with GPUs training on its CPU: the group must still be gloo
+        torch.cuda.is_available = lambda: True
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -251,7 +254,8 @@ def _distributed_worker(rank: int, world: int, port: int, outdir: str) -> None:
 
 @pytest.mark.distributed
 @pytest.mark.timeout(180)
-def test_two_ranks_train_like_one_process(tmp_path):
+@pytest.mark.parametrize("gpus_seen", [False, True])
+def test_two_ranks_train_like_one_process(tmp_path, gpus_seen):
     """Under torchrun-style launch each rank takes half of every batch; the all-reduced TR step must
     match one process on the whole batch, and only rank 0 writes the run folder."""
     import socket
@@ -263,7 +267,8 @@ def test_two_ranks_train_like_one_process(tmp_path):
         port = s.getsockname()[1]
     method = "spawn" if torch.cuda.is_available() else "fork"
     mp.start_processes(
-        _distributed_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method=method
+        _distributed_worker, args=(2, port, str(tmp_path), gpus_seen), nprocs=2, join=True,
+        start_method=method,
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert ranks[0]["losses"] == ranks[1]["losses"]
