@@ -60,11 +60,12 @@ def compare_step(first_order: bool) -> bool:
     s_cpu = torch.cat([(a - b).reshape(-1) for a, b in zip(a_cpu, b_cpu)])
     s_gpu = torch.cat([(a - b).reshape(-1) for a, b in zip(a_gpu, b_gpu)])
     rel = float((s_cpu - s_gpu).norm() / s_cpu.norm().clamp_min(1e-30))
-    same = (r_cpu["exit"], r_cpu["hvp_calls"], r_cpu["accepted"]) == (
+    # the CUDA loop reads its exit flag every four iterations: up to 3 products past the exit
+    same = (r_cpu["exit"], r_cpu["cg_iterations"], r_cpu["accepted"]) == (
         r_gpu["exit"],
-        r_gpu["hvp_calls"],
+        r_gpu["cg_iterations"],
         r_gpu["accepted"],
-    )
+    ) and 0 <= r_gpu["hvp_calls"] - r_cpu["hvp_calls"] <= 3
     rho_ok = abs(r_cpu["rho"] - r_gpu["rho"]) <= 1e-2 * max(1.0, abs(r_cpu["rho"]))
     # the proposed step's length agrees whether or not it was kept; a kept step agrees entrywise
     proposed_ok = abs(r_cpu["step_l2_norm"] - r_gpu["step_l2_norm"]) <= 1e-3 * r_cpu["step_l2_norm"]
@@ -72,8 +73,9 @@ def compare_step(first_order: bool) -> bool:
     ok = same and rho_ok and proposed_ok and kept_ok
     name = "FirstOrderTR (adagrad)" if first_order else "EllipsoidalTR (rms)"
     print(
-        f"{name}: CPU exit={r_cpu['exit']} hvp={r_cpu['hvp_calls']} accepted={r_cpu['accepted']} "
-        f"rho={r_cpu['rho']:.6f} | CUDA exit={r_gpu['exit']} hvp={r_gpu['hvp_calls']} "
+        f"{name}: CPU exit={r_cpu['exit']} cg={r_cpu['cg_iterations']} hvp={r_cpu['hvp_calls']} "
+        f"accepted={r_cpu['accepted']} rho={r_cpu['rho']:.6f} | CUDA exit={r_gpu['exit']} "
+        f"cg={r_gpu['cg_iterations']} hvp={r_gpu['hvp_calls']} "
         f"accepted={r_gpu['accepted']} rho={r_gpu['rho']:.6f} | relative step difference {rel:.2e} -> "
         f"{'OK' if ok else 'MISMATCH'}"
     )

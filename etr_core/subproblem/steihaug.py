@@ -19,6 +19,7 @@ exit) instead of assuming ``r^T p = -gamma``. A negative predicted decrease is r
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -95,7 +96,10 @@ def steihaug_toint_pcg(
     the device elsewhere; ``False`` forces the device-side loop of
     :mod:`etr_core.subproblem.steihaug_device` (one host read per four iterations; same step to
     rounding; ``stop_rule="residual"``, ``root="positive"`` and ``record=False`` only, else the host
-    path runs), ``True`` the host path. ``two_pass`` is accepted for the common signature with
+    path runs), ``True`` the host path. On CUDA the device loop's update is compiled
+    (:func:`etr_core.subproblem.steihaug_device.update_for`); the environment variable
+    ``ETR_CG_LOOP`` chooses for ``host_sync=None``: ``host`` (the host path), ``device`` (the eager
+    device loop), ``auto`` (default). ``two_pass`` is accepted for the common signature with
     :func:`etr_core.subproblem.gltr.gltr` and has no effect (CG keeps no basis).
     """
     g = flat_vector("g", g)
@@ -116,7 +120,7 @@ def steihaug_toint_pcg(
     tol = true_tolerance(gg, gamma, scale, kappa, theta, residual_norm)
     decrease_tol = min(math.sqrt(math.sqrt(gg)) / math.sqrt(scale), kappa)
     if host_sync is None:
-        host_sync = g.device.type == "cpu"
+        host_sync = g.device.type == "cpu" or os.environ.get("ETR_CG_LOOP") == "host"
     if not host_sync and stop_rule == "residual" and root == "positive" and not record:
         s, change, exit_reason, iterations, calls = iterate_without_sync(
             problem.g, problem.hvp, problem.radius, problem.m, neg_inv_m, gamma, p,

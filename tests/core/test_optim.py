@@ -474,7 +474,9 @@ def test_cuda_step_matches_cpu():
         records.append(opt.last_step)
         assert opt._saved.device.type == device
     cpu, gpu = records
-    assert (cpu.exit, cpu.hvp_calls, cpu.accepted) == (gpu.exit, gpu.hvp_calls, gpu.accepted)
+    assert (cpu.exit, cpu.cg_iterations, cpu.accepted) == (gpu.exit, gpu.cg_iterations, gpu.accepted)
+    # the CUDA loop reads its exit flag every four iterations: up to 3 products past the exit, counted
+    assert cpu.hvp_calls <= gpu.hvp_calls <= cpu.hvp_calls + 3
     assert float((steps[0] - steps[1]).norm() / steps[0].norm()) < 1e-3
 
 

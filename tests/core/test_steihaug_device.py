@@ -68,3 +68,64 @@ def test_max_iter_and_nonfinite_products():
 
     dev = steihaug_toint_pcg(g, nan_after_two, 1e3, m, kappa=1e-12, max_iter=20, host_sync=False)
     assert dev.exit == "nonfinite" and torch.equal(dev.step, torch.zeros_like(g))
+
+
+def test_the_update_traces_whole_and_the_compiled_loop_equals_the_eager_one():
+    """fullgraph=True fails on any graph break: the update is one graph, so CUDA compiles it whole."""
+    import torch._dynamo
+
+    from etr_core.subproblem.steihaug_device import cg_update, iterate_without_sync
+
+    torch._dynamo.reset()
+    traced = torch.compile(cg_update, backend="aot_eager", dynamic=False, fullgraph=True)
+    for name, lo, hi, radius in CASES:
+        B, g, m = _problem(3, lo=lo, hi=hi)
+        neg_inv_m = -1.0 / m
+        p0 = g * neg_inv_m
+        gamma0 = float(torch.dot(g, -p0))
+        args = dict(max_iter=40, residual_norm="l2", tol=1e-3 * float(g.norm()))
+        start = (g, B.__matmul__, radius, m, neg_inv_m, gamma0, p0)
+        eager = iterate_without_sync(*start, **args, update=cg_update)
+        compiled = iterate_without_sync(*start, **args, update=traced)
+        assert compiled[2:] == eager[2:], name  # exit, iterations, products
+        torch.testing.assert_close(compiled[0], eager[0], rtol=1e-12, atol=1e-14)
+        assert compiled[1] == pytest.approx(eager[1], rel=1e-12)
+
+
+def test_update_choice_per_device_and_the_eager_fallback(monkeypatch):
+    from etr_core.subproblem import steihaug_device as sd
+
+    assert sd.update_for(torch.device("cpu")) is sd.cg_update
+    monkeypatch.setenv("ETR_CG_LOOP", "device")
+    assert sd.update_for(torch.device("cuda")) is sd.cg_update
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(sd, "_COMPILED", {})
+    run = sd._compiled_or_eager(broken)
+    B, g, m = _problem(2)
+    neg_inv_m = -1.0 / m
+    p0 = g * neg_inv_m
+    gamma0 = float(torch.dot(g, -p0))
+    kwargs = dict(max_iter=40, residual_norm="l2", tol=1e-6)
+    with pytest.warns(RuntimeWarning, match="compiled CG update unavailable"):
+        got = sd.iterate_without_sync(g, B.__matmul__, 1.0, m, neg_inv_m, gamma0, p0, **kwargs, update=run)
+    want = sd.iterate_without_sync(g, B.__matmul__, 1.0, m, neg_inv_m, gamma0, p0, **kwargs,
+                                   update=sd.cg_update)
+    assert got[2:] == want[2:]
+    torch.testing.assert_close(got[0], want[0])
+    assert sd._COMPILED["cuda_ok"] is sd.cg_update  # later calls go straight to the eager update
+
+
+def test_environment_can_force_the_host_path_off_the_cpu(monkeypatch):
+    """ETR_CG_LOOP=host: no wasted products past the exit (the host path reads every iteration)."""
+    from etr_core.subproblem import steihaug as st
+
+    B, g, m = _problem(5)
+    calls = []
+    monkeypatch.setattr(st, "iterate_without_sync", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(
+        AssertionError("device loop used")))
+    monkeypatch.setenv("ETR_CG_LOOP", "host")
+    out = st.steihaug_toint_pcg(g, B.__matmul__, 0.05, m, kappa=1e-3)
+    assert out.exit == "boundary" and out.hvp_calls == out.iterations and not calls
