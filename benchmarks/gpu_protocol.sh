@@ -30,6 +30,7 @@ AE_METHODS=${AE_METHODS:-TR_uni,TR_ada,TR_rms,Adam}
 AE_JOBS=${AE_JOBS:-6}
 PRESET_SEEDS=${PRESET_SEEDS:-0 1 2 3 4 5}
 CG_LOOPS=${CG_LOOPS:-host device auto}
+RUN_CG_LOOP=${RUN_CG_LOOP:-auto}  # ETR_CG_LOOP of the parallel runs (device: no compilation per process)
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script
 END=$(( $(date +%s) + LIMIT_S ))
 mkdir -p "$OUT"
@@ -68,8 +69,8 @@ fi
 say "parallel runs (no timings read)"
 if want mlp; then
   (
-    timeout -k 30 "$(until_end 40)" python3 -m etr_core.cli reproduce fig4 --dataset fashion_mnist \
-        --networks mlp --seeds "$MLP_SEEDS" --budget "$MLP_BUDGET" --device "$DEVICE" --jobs 7 \
+    ETR_CG_LOOP=$RUN_CG_LOOP timeout -k 30 "$(until_end 40)" python3 -m etr_core.cli reproduce fig4 \
+        --dataset fashion_mnist --networks mlp --seeds "$MLP_SEEDS" --budget "$MLP_BUDGET" --device "$DEVICE" --jobs 7 \
         --out "$OUT/r_mlp" --no-progress > "$OUT/b_mlp.txt" 2>&1
     want mnist_ae && timeout -k 30 "$(until_end 40)" python3 -m etr_core.cli reproduce fig3 --dataset mnist \
         --networks autoencoder --seeds 3 --budget "$AE_BUDGET" --device "$DEVICE" --jobs 7 \
@@ -77,7 +78,7 @@ if want mlp; then
   ) &
 fi
 if want ae; then
-  timeout -k 30 "$(until_end 40)" python3 -m etr_core.cli reproduce fig4 --dataset fashion_mnist \
+  ETR_CG_LOOP=$RUN_CG_LOOP timeout -k 30 "$(until_end 40)" python3 -m etr_core.cli reproduce fig4 --dataset fashion_mnist \
       --networks autoencoder --methods "$AE_METHODS" --seeds "$AE_SEEDS" --budget "$AE_BUDGET" \
       --device "$DEVICE" --jobs "$AE_JOBS" --out "$OUT/r_fmnist_ae" --no-progress > "$OUT/b_fmnist_ae.txt" 2>&1 &
 fi
