@@ -92,14 +92,15 @@ def steihaug_toint_pcg(
     ``step_m_norm`` computed explicitly, ``residual_norm``, ``curvature``, ``alpha``, ``step``: a copy
     of the iterate; memory O(k d)).
 
-    ``host_sync``: ``None`` (default) reads the loop's scalars on the host on a CPU and keeps them on
-    the device elsewhere; ``False`` forces the device-side loop of
-    :mod:`etr_core.subproblem.steihaug_device` (one host read per four iterations; same step to
-    rounding; ``stop_rule="residual"``, ``root="positive"`` and ``record=False`` only, else the host
-    path runs), ``True`` the host path. On CUDA the device loop's update is compiled
-    (:func:`etr_core.subproblem.steihaug_device.update_for`); the environment variable
-    ``ETR_CG_LOOP`` chooses for ``host_sync=None``: ``host`` (the host path), ``device`` (the eager
-    device loop), ``auto`` (default). ``two_pass`` is accepted for the common signature with
+    ``host_sync``: ``True`` reads the loop's scalars on the host every iteration; ``False`` runs the
+    device-side loop of :mod:`etr_core.subproblem.steihaug_device` (one host read per four
+    iterations, up to three products past the exit; same step to rounding; ``stop_rule="residual"``,
+    ``root="positive"`` and ``record=False`` only, else the host path runs); ``None`` (default)
+    follows the environment variable ``ETR_CG_LOOP``: ``host`` (default), ``device`` (the eager device
+    loop) or ``compiled`` (its update compiled by ``torch.compile`` on CUDA). On an H200 the host path
+    and the compiled loop took the same time per TR iteration within noise and the eager device loop
+    about 1.4-1.9x as long (docs/benchmarks.md, "CG loops on a GPU"), so the host path is the default
+    everywhere. ``two_pass`` is accepted for the common signature with
     :func:`etr_core.subproblem.gltr.gltr` and has no effect (CG keeps no basis).
     """
     g = flat_vector("g", g)
@@ -120,7 +121,7 @@ def steihaug_toint_pcg(
     tol = true_tolerance(gg, gamma, scale, kappa, theta, residual_norm)
     decrease_tol = min(math.sqrt(math.sqrt(gg)) / math.sqrt(scale), kappa)
     if host_sync is None:
-        host_sync = g.device.type == "cpu" or os.environ.get("ETR_CG_LOOP") == "host"
+        host_sync = os.environ.get("ETR_CG_LOOP", "host") not in ("device", "compiled")
     if not host_sync and stop_rule == "residual" and root == "positive" and not record:
         s, change, exit_reason, iterations, calls = iterate_without_sync(
             problem.g, problem.hvp, problem.radius, problem.m, neg_inv_m, gamma, p,

@@ -112,14 +112,14 @@ _COMPILED: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
 
 
 def update_for(device: torch.device) -> Callable[..., tuple[Tensor, ...]]:
-    """The iteration update for ``device``: :func:`cg_update` compiled on CUDA, eager elsewhere.
+    """The iteration update for ``device``: :func:`cg_update`, compiled on CUDA with ``ETR_CG_LOOP=compiled``.
 
     Eager, one iteration is about 110 small kernels (each 0-dim decision is one), which on a GPU
     costs more launch time than the Hessian-vector product of a small network; compiled it is a few
-    fused kernels. ``ETR_CG_LOOP=device`` keeps the eager update on CUDA too. A compilation that
-    fails falls back to the eager update for the rest of the process, with one warning.
+    fused kernels (the first call compiles, a few seconds). A compilation that fails falls back to
+    the eager update for the rest of the process, with one warning.
     """
-    if device.type != "cuda" or os.environ.get("ETR_CG_LOOP", "auto") == "device":
+    if device.type != "cuda" or os.environ.get("ETR_CG_LOOP") != "compiled":
         return cg_update
     fn = _COMPILED.get("cuda")
     if fn is None:

@@ -95,9 +95,13 @@ def test_the_update_traces_whole_and_the_compiled_loop_equals_the_eager_one():
 def test_update_choice_per_device_and_the_eager_fallback(monkeypatch):
     from etr_core.subproblem import steihaug_device as sd
 
+    monkeypatch.delenv("ETR_CG_LOOP", raising=False)
     assert sd.update_for(torch.device("cpu")) is sd.cg_update
-    monkeypatch.setenv("ETR_CG_LOOP", "device")
-    assert sd.update_for(torch.device("cuda")) is sd.cg_update
+    assert sd.update_for(torch.device("cuda")) is sd.cg_update  # eager unless asked for
+    monkeypatch.setenv("ETR_CG_LOOP", "compiled")
+    assert sd.update_for(torch.device("cpu")) is sd.cg_update  # compiled on CUDA only
+    monkeypatch.setattr(sd, "_COMPILED", {})
+    assert sd.update_for(torch.device("cuda")) is not sd.cg_update
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler")
@@ -118,14 +122,23 @@ def test_update_choice_per_device_and_the_eager_fallback(monkeypatch):
     assert sd._COMPILED["cuda_ok"] is sd.cg_update  # later calls go straight to the eager update
 
 
-def test_environment_can_force_the_host_path_off_the_cpu(monkeypatch):
-    """ETR_CG_LOOP=host: no wasted products past the exit (the host path reads every iteration)."""
+@pytest.mark.parametrize(
+    ("loop", "device_loop"), [(None, False), ("host", False), ("device", True), ("compiled", True)]
+)
+def test_environment_chooses_the_loop_for_host_sync_none(monkeypatch, loop, device_loop):
+    """Default: the host path on every device; ETR_CG_LOOP=device / compiled: the device-side loop."""
     from etr_core.subproblem import steihaug as st
 
     B, g, m = _problem(5)
-    calls = []
-    monkeypatch.setattr(st, "iterate_without_sync", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(
-        AssertionError("device loop used")))
-    monkeypatch.setenv("ETR_CG_LOOP", "host")
+    used = []
+    real = st.iterate_without_sync
+    monkeypatch.setattr(st, "iterate_without_sync", lambda *a, **k: used.append(1) or real(*a, **k))
+    if loop is None:
+        monkeypatch.delenv("ETR_CG_LOOP", raising=False)
+    else:
+        monkeypatch.setenv("ETR_CG_LOOP", loop)
     out = st.steihaug_toint_pcg(g, B.__matmul__, 0.05, m, kappa=1e-3)
-    assert out.exit == "boundary" and out.hvp_calls == out.iterations and not calls
+    host = st.steihaug_toint_pcg(g, B.__matmul__, 0.05, m, kappa=1e-3, host_sync=True)
+    assert bool(used) == device_loop
+    assert out.exit == host.exit == "boundary" and out.iterations == host.iterations
+    torch.testing.assert_close(out.step, host.step)
