@@ -28,7 +28,8 @@ undocumented first-order warm-up and pivot run and every record says so (``phase
 
 The package holds one job per module: :mod:`~etr_core.training.run_config` (methods,
 :class:`TrainConfig`, :func:`resolve_tr_config`), :mod:`~etr_core.training.trainer` (the loop and
-:func:`train`), :mod:`~etr_core.training.schedule` (optimisers, warm-up, pivot),
+:func:`train`), :mod:`~etr_core.training.ending` (stopping limits and the end of a run),
+:mod:`~etr_core.training.schedule` (optimisers, warm-up, pivot),
 :mod:`~etr_core.training.steps` (first-order and TR steps), :mod:`~etr_core.training.evaluation`,
 :mod:`~etr_core.training.run_folder` (run folders, checkpoints, resume),
 :mod:`~etr_core.training.records` (:class:`RunResult`, callbacks, clock) and
