@@ -19,7 +19,6 @@ exit) instead of assuming ``r^T p = -gamma``. A negative predicted decrease is r
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
 import torch
@@ -46,7 +45,7 @@ from etr_core.subproblem.result import (
     SubproblemResult,
 )
 from etr_core.subproblem.scaling import rescale_result, setup, true_tolerance
-from etr_core.subproblem.steihaug_device import iterate_without_sync
+from etr_core.subproblem.steihaug_device import cg_loop, iterate_without_sync
 
 __all__ = ["STOP_RULES", "steihaug_toint_pcg"]
 
@@ -121,7 +120,7 @@ def steihaug_toint_pcg(
     tol = true_tolerance(gg, gamma, scale, kappa, theta, residual_norm)
     decrease_tol = min(math.sqrt(math.sqrt(gg)) / math.sqrt(scale), kappa)
     if host_sync is None:
-        host_sync = os.environ.get("ETR_CG_LOOP", "host") not in ("device", "compiled")
+        host_sync = cg_loop() == "host"
     if not host_sync and stop_rule == "residual" and root == "positive" and not record:
         s, change, exit_reason, iterations, calls = iterate_without_sync(
             problem.g, problem.hvp, problem.radius, problem.m, neg_inv_m, gamma, p,

@@ -34,7 +34,7 @@ from etr_core.subproblem.result import (
     EXIT_NONFINITE,
 )
 
-__all__ = ["cg_update", "iterate_without_sync", "update_for"]
+__all__ = ["CG_LOOPS", "cg_loop", "cg_update", "iterate_without_sync", "update_for"]
 
 # exit codes kept on the device while the loop runs
 _RUNNING, _CONVERGED, _BOUNDARY, _NEGATIVE, _NONFINITE, _MAX_ITER = range(6)
@@ -109,6 +109,19 @@ one compiled graph serves every iteration); ``l2``: the residual norm
 
 
 _COMPILED: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
+CG_LOOPS = ("host", "device", "compiled")
+
+
+def cg_loop() -> str:
+    """The CG loop ``$ETR_CG_LOOP`` asks for: ``host`` (default), ``device`` or ``compiled``.
+
+    Raises ``ValueError`` naming the variable for any other value.
+    """
+    value = os.environ.get("ETR_CG_LOOP", "host").strip().lower() or "host"
+    if value not in CG_LOOPS:
+        choices = ", ".join(CG_LOOPS)
+        raise ValueError(f"ETR_CG_LOOP must be one of {choices}; got {value!r} (unset it for host)")
+    return value
 
 
 def update_for(device: torch.device) -> Callable[..., tuple[Tensor, ...]]:

@@ -142,3 +142,17 @@ def test_environment_chooses_the_loop_for_host_sync_none(monkeypatch, loop, devi
     assert bool(used) == device_loop
     assert out.exit == host.exit == "boundary" and out.iterations == host.iterations
     torch.testing.assert_close(out.step, host.step)
+
+
+@pytest.mark.parametrize("value", ["gpu", "1", "Host ", "compiled!"])
+def test_a_bad_cg_loop_setting_is_one_clear_error(monkeypatch, value):
+    from etr_core.subproblem import steihaug_toint_pcg
+    from etr_core.subproblem.steihaug_device import cg_loop
+
+    monkeypatch.setenv("ETR_CG_LOOP", value)
+    if value.strip().lower() == "host":
+        assert cg_loop() == "host"  # case and spaces are forgiven
+        return
+    B, g, m = _problem(1)
+    with pytest.raises(ValueError, match=r"ETR_CG_LOOP must be one of host, device, compiled; got"):
+        steihaug_toint_pcg(g, B.__matmul__, 1.0, m)
