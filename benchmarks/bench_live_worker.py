@@ -11,7 +11,9 @@ thread did before runs moved out of the server).
 another page (``--page``) ``--reps`` times on the idle server, then opens ``--sessions`` tabs on
 the live page and presses Start in each (the first ``ETR_LIVE_MAX_RUNS`` train, the rest queue),
 and loads the other page again ``--reps`` times. A load is timed from ``goto`` until its chart is
-drawn and the script run has finished. Medians are reported.
+drawn and the script run has finished. Medians are reported, with the server process's CPU share
+and the 1-minute load average. The live settings come from the environment (``ETR_LIVE_NICE``,
+``ETR_LIVE_SCHED_IDLE``, ``ETR_LIVE_POLL_*``), so each can be measured on its own.
 
 Run from the repository root::
 
@@ -216,6 +218,7 @@ def classroom(
     from playwright.sync_api import sync_playwright
 
     (ROOT / "artifacts").mkdir(exist_ok=True)
+    load_before = os.getloadavg()[0]
     proc, url = _server(dict(os.environ))
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -251,6 +254,7 @@ def classroom(
             queued = sum("Queued:" in s for s in states)
             print(f"{training} training, {queued} queued", flush=True)
             busy = []
+            load_busy = os.getloadavg()[0]
             server_cpu = _cpu_seconds(proc.pid)
             busy_start = time.perf_counter()
             for _ in range(reps):
@@ -272,6 +276,8 @@ def classroom(
     print(f"\nratio busy / idle: {statistics.median(busy) / statistics.median(idle):.2f}")
     print(f"server process CPU while busy (polls of {sessions} tabs + the measured loads): "
           f"{server_share:.2f} cores")
+    print(f"load average (1 min): {load_before:.2f} before the server started, {load_busy:.2f} before the "
+          "busy loads")
 
 
 def main() -> None:

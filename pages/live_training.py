@@ -7,6 +7,8 @@ finished, with every curve, the summary and the CSV. Only the browser that start
 with the link watches it and may start a copy of it that they own. A run's worker CPU counts against
 its owner's rolling budget (``etr_core.cpu_budget``). This page only submits, stops and draws; each
 poll asks the run for the rows it has not seen yet and rebuilds the charts only when there are some.
+Polls are spaced by :func:`etr_core.live.settings.poll_seconds`: a queued tab checks every few
+seconds, a training tab more often, less so the more runs the server has active.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from etr_core.live import (
     max_steps_cap,
     start_worker_server,
 )
+from etr_core.live.settings import poll_seconds
 from etr_core.models import MODEL_DESCRIPTIONS
 from etr_core.training import METHODS, resolve_tr_config
 from etr_core.viz.live_plots import X_AXES
@@ -48,8 +51,6 @@ from ui.owner import browser_owner, owner_is_per_browser
 ensure_app_frame()
 
 P = "lt"  # widget-key prefix of this page
-POLL_TRAINING_S = 1.0  # charts of a training run
-POLL_QUEUED_S = 2.0  # a queued run shows one status line
 
 TR_METHODS = [m for m, spec in METHODS.items() if spec.family == "tr"]
 FIRST_ORDER = [m for m, spec in METHODS.items() if spec.family != "tr"]
@@ -129,7 +130,8 @@ def start_run() -> None:
         run = default_registry().submit(
             configs, owner=browser_owner(), max_seconds=float(_state("max_seconds")),
             max_backprops=int(_state("budget")), schedule=_state("schedule"),
-            nice=int(env_limit("ETR_LIVE_NICE")), settings=settings)
+            nice=int(env_limit("ETR_LIVE_NICE")), sched_idle=bool(env_limit("ETR_LIVE_SCHED_IDLE")),
+            settings=settings)
     except (ValueError, TypeError, RunRefused) as exc:
         st.session_state[f"{P}_start_error"] = str(exc)
         return
@@ -288,15 +290,22 @@ with view_cols[0]:
 with view_cols[1]:
     log_y = url_toggle("Log-scale loss axis", f"{P}_log", True)
 
-poll = None
-if active:
-    poll = POLL_QUEUED_S if run.status == "queued" else POLL_TRAINING_S
+
+def poll_interval(watched: LiveRun) -> float:
+    """Seconds between this tab's polls of ``watched`` (an active run), from the server's load."""
+    active_runs = sum(r.running for r in default_registry().runs())
+    return poll_seconds(watched.status == "queued", active_runs)
+
+
+poll = poll_interval(run) if active else None
 
 
 # ---------------------------------------------------------------- live part
 @st.fragment(run_every=poll)
 def live_view() -> None:
-    show_run(run_id, P, x_axis, log_y, rerun_when_ended=active)
+    show_run(run_id, P, x_axis, log_y, rerun_when_ended=active, poll_s=poll)
+    if poll is not None and run.running and poll_interval(run) != poll:
+        st.rerun()  # the run left the queue or the server's load changed: only a full run resets the timer
 
 
 live_view()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import streamlit as st
 
 from etr_core.live import (
@@ -52,12 +53,16 @@ def url_run_id() -> tuple[str | None, bool]:
     return (good[-1] if good else None), bool(values) and not good
 
 
-def show_run(run_id: str | None, prefix: str, x_axis: str, log_y: bool, rerun_when_ended: bool) -> None:
+def show_run(
+    run_id: str | None, prefix: str, x_axis: str, log_y: bool, rerun_when_ended: bool,
+    poll_s: float | None = None,
+) -> None:
     """Draw run ``run_id`` of the server's registry as this session has received it so far.
 
     ``prefix`` starts every widget key, ``x_axis`` ("backprops" | "epochs" | "seconds") and ``log_y``
     choose the chart axes. No run (or an unknown id): an empty loss chart and a hint. A run that has
     ended while ``rerun_when_ended`` (the page's poll timer was set for it) reruns the whole page once.
+    ``poll_s``: the seconds between the page's polls, named in the note of a queued run.
     """
     current = default_registry().get(run_id) if run_id else None
     if current is None:
@@ -66,17 +71,18 @@ def show_run(run_id: str | None, prefix: str, x_axis: str, log_y: bool, rerun_wh
         return
     view = session_view(current.id, f"{prefix}_view")
     snap, _ = view.receive(current)
-    if not _show_status(snap):
+    if not _show_status(snap, poll_s):
         return
     _show_charts(view, snap, prefix, x_axis, log_y)
     _show_results(view, snap, current, prefix, rerun_when_ended)
 
 
-def _show_status(snap: LiveSnapshot) -> bool:
+def _show_status(snap: LiveSnapshot, poll_s: float | None = None) -> bool:
     """Progress bar, failure and per-method errors; ``False`` while the run waits in the queue."""
     st.progress(snap.progress, text=f"{snap.status} · {snap.elapsed:.1f} s · {snap.message}")
     if snap.queued:
-        st.info("This run waits for a training slot; the charts appear when it starts.")
+        checks = f"this page checks every {poll_s:g} s; " if poll_s else ""
+        st.info(f"This run waits for a training slot; {checks}the charts appear when it starts.")
         return False
     if snap.status == "failed":
         st.error(snap.message)
@@ -103,9 +109,7 @@ def _show_results(
     the summary table and the CSV download."""
     settings = snap.settings
     loss_target, acc_target = settings.get("loss_target"), settings.get("accuracy_target")
-    summary = summarize(view.steps, view.evals, methods=snap.methods, statuses=snap.method_status,
-                        loss_target=loss_target, accuracy_target=acc_target, notes=snap.notes,
-                        warnings=snap.warnings, presets=settings.get("presets"))
+    summary = _summary(view, snap, f"{prefix}_summary_memo")
     if acc_target is not None:
         st.markdown(describe_race(summary, "backprops_to_acc", f"{acc_target:.0%} training accuracy"))
     if snap.running:
@@ -124,6 +128,25 @@ def _show_results(
         view.csv = metrics_csv(view.steps, view.evals)
     st.download_button("Download the run's metrics (CSV)", view.csv,
                        file_name=f"live_training_{run.id}.csv", mime="text/csv", key=f"{prefix}_download")
+
+
+def _summary(view: RunView, snap: LiveSnapshot, memo_key: str) -> pd.DataFrame:
+    """The run's summary table (:func:`etr_core.live.summarize`), recomputed only when this session
+    received rows or the run's method states, notes, warnings or settings changed since the last
+    poll; kept in ``st.session_state[memo_key]`` as ``(key, table)``."""
+    settings = snap.settings
+    key = (view.run_id, len(view.steps), len(view.evals), tuple(snap.methods),
+           tuple(sorted(snap.method_status.items())), tuple(sorted(snap.notes.items())),
+           tuple(sorted(snap.warnings.items())), repr(sorted(settings.items())))
+    memo = st.session_state.get(memo_key)
+    if isinstance(memo, tuple) and len(memo) == 2 and memo[0] == key:
+        return memo[1]
+    summary = summarize(view.steps, view.evals, methods=snap.methods, statuses=snap.method_status,
+                        loss_target=settings.get("loss_target"),
+                        accuracy_target=settings.get("accuracy_target"), notes=snap.notes,
+                        warnings=snap.warnings, presets=settings.get("presets"))
+    st.session_state[memo_key] = (key, summary)
+    return summary
 
 
 def show_tr_step_formula(

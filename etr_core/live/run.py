@@ -128,7 +128,9 @@ class LiveRun(RunReadout, RunCommands):
     ``configs``: one :class:`etr_core.training.TrainConfig` per method (unique ``method``).
     ``max_backprops`` stops each method at that many backpropagations; ``max_seconds`` caps the whole
     run's wall clock (``None``: no cap); ``stall_rule`` ends methods that can no longer make progress
-    (``None``: never). ``torch_threads`` and ``nice`` apply to the worker process only. ``train_fn``
+    (``None``: never). ``torch_threads``, ``nice`` and ``sched_idle`` apply to the worker process only
+    (:func:`etr_core.live.worker.lower_priority`: nice 0 keeps the normal priority; above 0, also
+    Linux's ``SCHED_IDLE`` policy unless ``sched_idle=False``). ``train_fn``
     replaces :func:`etr_core.training.train` (it must be picklable unless ``in_process``).
     ``settings`` is kept with the run for the pages that show it (targets, thresholds).
     ``share_data=False`` lets every method load its own copy of the data (for measurements).
@@ -145,6 +147,7 @@ class LiveRun(RunReadout, RunCommands):
         schedule: str = "backprops",
         torch_threads: int | None = 1,
         nice: int = 10,
+        sched_idle: bool = True,
         stall_rule: StallRule | None = StallRule(),  # noqa: B008 (frozen dataclass)
         train_fn: Callable[..., Any] | None = None,
         in_process: bool = False,
@@ -167,6 +170,7 @@ class LiveRun(RunReadout, RunCommands):
             torch_threads = check_int("torch_threads", torch_threads, minimum=1, maximum=256)
         self.torch_threads = torch_threads
         self.nice = check_int("nice", nice, minimum=0, maximum=19)
+        self.sched_idle = bool(sched_idle)
         self.stall_rule = stall_rule
         self.in_process = bool(in_process)
         self.share_data = bool(share_data)
@@ -207,9 +211,9 @@ class LiveRun(RunReadout, RunCommands):
     def copy_arguments(self) -> tuple[list[Any], dict[str, Any]]:
         """``(configs, options)`` that start a new run with exactly this run's settings."""
         options = dict(max_seconds=self.max_seconds, max_backprops=self.max_backprops, schedule=self.schedule,
-                       torch_threads=self.torch_threads, nice=self.nice, stall_rule=self.stall_rule,
-                       train_fn=self._train_fn, in_process=self.in_process, settings=dict(self.settings),
-                       share_data=self.share_data)
+                       torch_threads=self.torch_threads, nice=self.nice, sched_idle=self.sched_idle,
+                       stall_rule=self.stall_rule, train_fn=self._train_fn, in_process=self.in_process,
+                       settings=dict(self.settings), share_data=self.share_data)
         return list(self._configs), options
 
     def add_end_callback(self, callback: Callable[[LiveRun], None]) -> None:
@@ -227,8 +231,10 @@ class LiveRun(RunReadout, RunCommands):
 
     # ------------------------------------------------------------------ the worker's side
     def _spec(self) -> WorkerSpec:
-        return WorkerSpec(self.id, self._configs, self.max_seconds, self.max_backprops, self.schedule,
-                          self.torch_threads, self.nice, self.stall_rule, self._train_fn, self.share_data)
+        return WorkerSpec(self.id, self._configs, max_seconds=self.max_seconds,
+                          max_backprops=self.max_backprops, schedule=self.schedule,
+                          torch_threads=self.torch_threads, nice=self.nice, sched_idle=self.sched_idle,
+                          stall_rule=self.stall_rule, train_fn=self._train_fn, share_data=self.share_data)
 
     def _engine_in_process(self, stop_event: Any) -> None:
         RunEngine(self._configs, self._apply, stop_event, max_seconds=self.max_seconds,

@@ -3,6 +3,12 @@
 Every limit is read from the environment when first needed, so an operator sets them where the
 server starts (``ETR_LIVE_MAX_RUNS=1 streamlit run app.py``). Bad values raise ``ValueError`` naming
 the variable, its value and the allowed range.
+
+Worker priority: a worker lowers its priority by ``ETR_LIVE_NICE`` (0 keeps the normal priority)
+and, where that is above 0 and ``ETR_LIVE_SCHED_IDLE`` is 1 (the default), on Linux also takes the
+``SCHED_IDLE`` policy, so it only computes when nothing else wants the CPU (plain nice where that
+policy does not exist or is refused). Polling: :func:`poll_seconds` spaces a page's polls by the
+``ETR_LIVE_POLL_*`` settings.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ __all__ = [
     "local_dataset_status",
     "max_concurrent_runs",
     "max_steps_cap",
+    "poll_seconds",
 ]
 
 # the live page's choices for a run's time limit (seconds of wall clock for the whole run; the
@@ -37,7 +44,11 @@ LIMITS: dict[str, tuple[int | None, int, int, str]] = {
     "ETR_LIVE_MAX_ROWS": (2_000_000, 1000, 10**9, "recorded rows kept over all finished runs"),
     "ETR_LIVE_QUEUE_SECONDS": (900, 1, 86400, "seconds a run may wait for a slot before it gives up"),
     "ETR_LIVE_UNWATCHED_SECONDS": (60, 1, 86400, "seconds a queued run nobody looks at is kept"),
-    "ETR_LIVE_NICE": (10, 0, 19, "CPU priority decrease of worker processes"),
+    "ETR_LIVE_NICE": (10, 0, 19, "CPU priority decrease of worker processes (0: normal priority)"),
+    "ETR_LIVE_SCHED_IDLE": (1, 0, 1, "1: workers with a nice above 0 also take Linux's SCHED_IDLE policy"),
+    "ETR_LIVE_POLL_SECONDS": (1, 1, 60, "seconds between a training tab's polls while its run is alone"),
+    "ETR_LIVE_POLL_MAX_SECONDS": (3, 1, 600, "seconds between a training tab's polls at most"),
+    "ETR_LIVE_POLL_QUEUED_SECONDS": (5, 1, 600, "seconds between a queued tab's polls"),
     "ETR_LIVE_MAX_STEPS_CAP": (None, 1, 10**9, "steps per method at most"),
 }
 MAX_RUNS_ENV = "ETR_LIVE_MAX_RUNS"
@@ -67,6 +78,26 @@ def max_steps_cap() -> int | None:
 def max_concurrent_runs() -> int:
     """Runs that may train at once on this server (``$ETR_LIVE_MAX_RUNS``, 1..64, default 2)."""
     return int(env_limit(MAX_RUNS_ENV))
+
+
+def poll_seconds(queued: bool, active_runs: int) -> float:
+    """Seconds between two polls of a tab that watches an active run (queued, starting or training).
+
+    A queued tab shows one status line and checks every ``$ETR_LIVE_POLL_QUEUED_SECONDS`` (default
+    5). A training tab redraws its charts every ``$ETR_LIVE_POLL_SECONDS`` (default 1) while at most
+    :func:`max_concurrent_runs` runs are active on the server, and one such interval more for each
+    further ``max_concurrent_runs()`` active runs (``base * ceil(active_runs / max_runs)``), but
+    never more than ``$ETR_LIVE_POLL_MAX_SECONDS`` (default 3). With the defaults and 2 slots: 1 s
+    for 1-2 active runs, 2 s for 3-4, 3 s from 5 on. ``active_runs`` counts the server's queued and
+    training runs (values below 1 count as 1). ``ValueError`` for a bad environment value.
+    """
+    if queued:
+        return float(env_limit("ETR_LIVE_POLL_QUEUED_SECONDS"))
+    base = int(env_limit("ETR_LIVE_POLL_SECONDS"))
+    most = max(base, int(env_limit("ETR_LIVE_POLL_MAX_SECONDS")))
+    per_step = max_concurrent_runs()
+    steps = -(-max(1, int(active_runs)) // per_step)
+    return float(min(most, base * steps))
 
 
 def comparison_configs(

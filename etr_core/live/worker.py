@@ -3,9 +3,10 @@
 The server starts :func:`worker_main` with the ``forkserver`` start method (``spawn`` where that
 does not exist): the fork server imports torch and the training code once (``PRELOAD``), and every
 run forks from it in milliseconds. A worker never touches the server's interpreter, so its
-``torch.set_num_threads`` and its warnings stay its own. It lowers its CPU priority (``nice``) so
-page loads win over training on a busy machine, loads the data set once and shares it read-only
-between all methods of the run, and sends its records to the server in batches over a pipe.
+``torch.set_num_threads`` and its warnings stay its own. It lowers its CPU priority (``nice``, and
+on Linux the ``SCHED_IDLE`` policy: :func:`lower_priority`) so page loads win over training on a
+busy machine, loads the data set once and shares it read-only between all methods of the run, and
+sends its records to the server in batches over a pipe.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from etr_core.live.engine import RunEngine
 from etr_core.live.history import FAILED
 from etr_core.live.monitor import StallRule, WarningCounter
 
-__all__ = ["PRELOAD", "WorkerSpec", "mp_context", "shared_dataset", "start_process", "worker_main"]
+__all__ = ["PRELOAD", "WorkerSpec", "lower_priority", "mp_context", "shared_dataset", "start_process",
+           "worker_main"]
 
 PRELOAD = ["etr_core.live.worker", "etr_core.training", "etr_core.optim", "torch._dynamo",
            "sklearn.model_selection"]
@@ -43,6 +45,7 @@ class WorkerSpec:
     schedule: str = "backprops"
     torch_threads: int | None = 1
     nice: int = 10
+    sched_idle: bool = True
     stall_rule: StallRule | None = field(default_factory=StallRule)
     train_fn: Any = None
     share_data: bool = True
@@ -160,19 +163,38 @@ class PipeSink:
             self.conn.send(("cpu", time.process_time()))
 
 
-def _lower_priority(nice: int) -> None:
-    if nice > 0 and hasattr(os, "nice"):
+def lower_priority(nice: int, sched_idle: bool = True) -> str:
+    """Lower the calling thread's CPU priority (threads it starts afterwards inherit it).
+
+    ``nice`` (0..19) is added to the nice value; 0 leaves the priority alone. Where ``nice > 0`` and
+    ``sched_idle``, the thread also takes Linux's ``SCHED_IDLE`` policy: it then runs only when no
+    normal process wants the CPU (its weight is below that of nice 19) and is preempted at once when
+    one wakes, whatever its nice value. Returns what took effect: ``"idle"``, ``"nice"`` or
+    ``"normal"``; a refused change (``OSError``) is skipped, never raised.
+    """
+    if nice <= 0:
+        return "normal"
+    applied = "normal"
+    if hasattr(os, "nice"):
         try:
             os.nice(nice)
-        except OSError:  # not permitted here: run at the normal priority
+            applied = "nice"
+        except OSError:  # not permitted here: keep the normal nice value
             pass
+    if sched_idle and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            applied = "idle"
+        except OSError:  # refused (e.g. by a seccomp or container policy): nice only
+            pass
+    return applied
 
 
 def worker_main(conn: Any, stop_event: Any, spec: WorkerSpec) -> None:
     """Entry point of the worker process: set up, train every method, report, exit."""
     sink = None
     try:
-        _lower_priority(spec.nice)
+        lower_priority(spec.nice, spec.sched_idle)
         import torch
 
         if spec.torch_threads is not None:

@@ -236,6 +236,7 @@ def test_a_run_waits_visibly_in_the_queue_and_starts_when_a_slot_frees() -> None
         at.button(key="lt_start").click().run()
         progress = at.get("progress")[0]
         assert progress.value == 0 and "Queued: 1st of 1 waiting" in progress.proto.text
+        assert "this page checks every 5 s" in " ".join(i.value for i in at.info)  # the default
         assert not _figures(at), "a queued run draws no charts"
         assert not at.button(key="lt_stop").disabled and at.button(key="lt_start").disabled
         again = _page()  # the same person in another session may not jump the queue twice...
@@ -247,6 +248,44 @@ def test_a_run_waits_visibly_in_the_queue_and_starts_when_a_slot_frees() -> None
             gate.set()
     _poll(at, lambda a: len(a.success) > 0)
     assert (at.dataframe[0].value["backprops"] >= 100).all()
+
+
+def test_a_queued_tab_names_its_poll_interval_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("ETR_LIVE_POLL_QUEUED_SECONDS", "8")
+    gates = _blockers(default_registry().max_running)
+    try:
+        at = _page()
+        at.multiselect(key="lt_methods").set_value(["Adam"]).run()
+        at.button(key="lt_start").click().run()
+        assert not at.exception, at.exception
+        notes = " ".join(i.value for i in at.info)
+        assert "this page checks every 8 s" in notes and "waits for a training slot" in notes
+    finally:
+        for gate in gates:
+            gate.set()
+
+
+def test_polls_without_new_rows_do_not_recompute_the_summary(monkeypatch) -> None:
+    import ui.live_panels
+
+    calls: list[int] = []
+    real = ui.live_panels.summarize
+
+    def counted(steps, evals, **kwargs):
+        calls.append(len(steps))
+        return real(steps, evals, **kwargs)
+
+    monkeypatch.setattr(ui.live_panels, "summarize", counted)
+    run = default_registry().submit([FakeConfig("Adam", max_steps=6, eval_every=2)], owner="elsewhere",
+                                    train_fn=FakeTrain(), in_process=True, stall_rule=None,
+                                    settings={"accuracy_target": 0.5, "loss_target": 0.01})
+    assert run.join(30)
+    at = _page({"run": run.id})
+    assert calls == [6] and list(at.dataframe[0].value["method"]) == ["Adam"]
+    at.run()
+    at.run()  # two more polls: nothing new arrived, the table is the one computed before
+    assert not at.exception, at.exception
+    assert calls == [6] and at.dataframe[0].value["backprops"].tolist() == [6]
 
 
 def test_a_stalled_and_a_converged_method_are_marked_in_chart_table_and_sentence() -> None:

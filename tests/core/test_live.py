@@ -8,6 +8,7 @@ digits in a worker process.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,7 @@ from etr_core.live import (
     stop_all_runs,
     summarize,
 )
+from etr_core.live.settings import poll_seconds
 from tests.core.live_fakes import FakeConfig, FakeTrain, fake_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -327,6 +329,74 @@ def test_worker_process_keeps_the_server_thread_count_and_sets_its_own() -> None
     later.join()
     assert seen == [before]  # threads started later in the server keep its count too
     assert snap.steps.groupby("method")["step"].max().to_dict() == {"A": 3, "B": 3}
+
+
+def priority_train(config, *, callbacks=(), stop_event=None, data=None):
+    """A picklable train function that reports the scheduling policy and nice value it ran under."""
+    seen = {"policy": os.sched_getscheduler(0), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+    return SimpleNamespace(stop_reason="max_steps", summary=seen)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies only")
+@pytest.mark.parametrize(("nice", "sched_idle", "policy"), [
+    (10, True, "SCHED_IDLE"), (10, False, "SCHED_OTHER"), (0, True, "SCHED_OTHER"), (19, True, "SCHED_IDLE"),
+])
+def test_worker_process_runs_with_the_policy_and_nice_asked_for(nice, sched_idle, policy) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # the fork server inherits this process's nice value
+    run = LiveRun([FakeConfig("A", max_steps=1)], train_fn=priority_train, nice=nice, sched_idle=sched_idle,
+                  stall_rule=None).start()
+    assert run.join(120), run.status
+    assert run.status == "finished", (run.message, run.tracebacks())
+    seen = run.results()["A"]  # read in the method's own thread, started after the priority was set
+    assert seen["policy"] == getattr(os, policy)
+    assert seen["nice"] == min(19, base + nice)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, 0) == base
+    _, options = run.copy_arguments()
+    assert options["nice"] == nice and options["sched_idle"] is sched_idle
+
+
+def test_lower_priority_without_the_idle_policy_falls_back_to_nice(monkeypatch) -> None:
+    from etr_core.live import worker
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(worker.os, "nice", lambda n: calls.append(("nice", n)))
+    monkeypatch.delattr(worker.os, "SCHED_IDLE", raising=False)
+    assert worker.lower_priority(7) == "nice" and calls == [("nice", 7)]
+    assert worker.lower_priority(0) == "normal" and calls == [("nice", 7)]
+
+    def refused(*args):
+        raise PermissionError("not permitted")
+
+    monkeypatch.setattr(worker.os, "SCHED_IDLE", 5, raising=False)
+    monkeypatch.setattr(worker.os, "sched_setscheduler", refused, raising=False)
+    assert worker.lower_priority(3) == "nice" and calls[-1] == ("nice", 3)
+
+
+@pytest.mark.parametrize(("active", "queued", "expected"), [
+    (1, False, 1.0), (2, False, 1.0), (3, False, 2.0), (4, False, 2.0), (5, False, 3.0), (40, False, 3.0),
+    (0, False, 1.0), (1, True, 5.0), (40, True, 5.0),
+])
+def test_poll_seconds_grow_with_the_active_runs_and_queued_tabs_poll_rarely(
+    monkeypatch, active, queued, expected
+) -> None:
+    for name in ("ETR_LIVE_MAX_RUNS", "ETR_LIVE_POLL_SECONDS", "ETR_LIVE_POLL_MAX_SECONDS",
+                 "ETR_LIVE_POLL_QUEUED_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    assert poll_seconds(queued, active) == expected  # defaults: 2 slots, 1 s, at most 3 s, queued 5 s
+
+
+def test_poll_seconds_follow_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("ETR_LIVE_MAX_RUNS", "4")
+    monkeypatch.setenv("ETR_LIVE_POLL_SECONDS", "2")
+    monkeypatch.setenv("ETR_LIVE_POLL_MAX_SECONDS", "5")
+    monkeypatch.setenv("ETR_LIVE_POLL_QUEUED_SECONDS", "9")
+    assert [poll_seconds(False, n) for n in (1, 4, 5, 8, 9, 100)] == [2.0, 2.0, 4.0, 4.0, 5.0, 5.0]
+    assert poll_seconds(True, 3) == 9.0
+    monkeypatch.setenv("ETR_LIVE_POLL_MAX_SECONDS", "1")  # below the base: the base wins
+    assert poll_seconds(False, 100) == 2.0
+    monkeypatch.setenv("ETR_LIVE_POLL_QUEUED_SECONDS", "0")
+    with pytest.raises(ValueError, match="ETR_LIVE_POLL_QUEUED_SECONDS"):
+        poll_seconds(True, 1)
 
 
 def test_worker_that_dies_or_ignores_stop_keeps_what_it_sent(monkeypatch) -> None:
