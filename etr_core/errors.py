@@ -27,6 +27,7 @@ import os
 __all__ = [
     "CheckpointError",
     "DataFileError",
+    "RunError",
     "RunFolderBusyError",
     "RunFolderError",
     "one_line",
@@ -45,6 +46,9 @@ class DataFileError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # rebuilt from (path, problem) in another process (etr reproduce --jobs)
+        return type(self), (self.path, self.problem)
+
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be used: empty, truncated, damaged (checksum), or not a safe checkpoint."""
@@ -54,6 +58,9 @@ class CheckpointError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)
+
 
 class RunFolderError(ValueError):
     """A run folder cannot be used as asked (already holds a run, nothing to resume, conflicting flags)."""
@@ -61,6 +68,23 @@ class RunFolderError(ValueError):
 
 class RunFolderBusyError(RuntimeError):
     """Another process is writing the run folder (it holds the folder's lock file)."""
+
+
+class RunError(RuntimeError):
+    """One or more runs of a parallel batch (``etr reproduce --jobs N``) failed.
+
+    The message names the first failed run folder and its error. ``user_error`` is ``True`` when
+    every failure was a user error (a bad file, a full disk, a folder in use) or an outside event
+    (a worker process killed): :func:`user_message` then gives the one line, and the CLI exits 2.
+    Otherwise a run hit a bug; its worker printed the traceback and this error keeps its own.
+    """
+
+    def __init__(self, message: str, user_error: bool = False) -> None:
+        self.user_error = bool(user_error)
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.user_error)
 
 
 def one_line(text: str) -> str:
@@ -114,11 +138,14 @@ def user_message(exc: BaseException) -> str | None:
 
     User errors are :class:`OSError` (paths, permissions, full disk), :class:`ValueError` and
     :class:`TypeError` (bad parameters, bad files; this project raises these for user input
-    only, naming the parameter or file and the fix) and :class:`RunFolderBusyError`. The sentence
+    only, naming the parameter or file and the fix), :class:`RunFolderBusyError` and a
+    :class:`RunError` whose runs failed for such reasons. The sentence
     is a single line: multi-line messages are joined with "; ".
     """
     if isinstance(exc, OSError):
         return _os_message(exc)
+    if isinstance(exc, RunError):
+        return one_line(str(exc)) if exc.user_error else None
     if isinstance(exc, (ValueError, TypeError, RunFolderBusyError)):
         return one_line(str(exc)) or type(exc).__name__
     return None

@@ -56,6 +56,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {one_line(str(message))}", file=sys.stderr if file is None else file)
 
 
+def _check_environment() -> None:
+    """Refuse a bad ``ETR_*`` setting before any work, whichever command or method reads it later."""
+    from etr_core.subproblem.steihaug_device import cg_loop
+
+    cg_loop()  # ValueError naming ETR_CG_LOOP
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``etr`` command; returns the exit status.
 
@@ -85,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not debug:
             warnings.showwarning = _show_warning
         try:
+            _check_environment()
             return int(handler(args, command_parser) or 0)
         except Exception as exc:
             message = None if debug else user_message(exc)

@@ -5,12 +5,19 @@ first-order method). One such run leaves a GPU mostly idle (its kernels are smal
 at a time from Python), so running N of them in N processes fills it; on a CPU, N processes of
 ``cores // N`` threads each beat one process of all cores for such small networks.
 
-Each run is one :func:`etr_core.reproduce.runner.run_job` in a fresh ``spawn`` process (CUDA
-cannot be used in a forked child), writing only its own run folder, so the result of a run does not
-depend on ``N``: CPU runs are bit-identical to a sequential command. A run that raises does not stop
-the others; once all have ended the first error is raised, naming the run folder. Interrupting the
-command (Ctrl-C, or SIGTERM to the command alone) interrupts every worker (SIGINT, then SIGTERM after
-``STOP_GRACE_S``); each run keeps its last checkpoint and the same command resumes.
+Each run is one :func:`etr_core.reproduce.runner.run_job` in one of N ``spawn`` worker processes
+(CUDA cannot be used in a forked child), writing only its own run folder, so the result of a run
+does not depend on ``N``: CPU runs are bit-identical to a sequential command. A worker is handed
+one run at a time, only when it is idle, so nothing is queued inside a worker.
+
+Failures stay with their run. A run that raises, or whose worker process dies (killed, out of
+memory), fails alone: the others go on, a new worker replaces a dead one, and once all have ended
+:class:`etr_core.errors.RunError` names the first failed run folder and its error in one line (a
+user error, e.g. a damaged checkpoint, or a killed worker: the CLI prints that line and exits 2; a
+bug: the worker printed its traceback). Interrupting the command (Ctrl-C, or SIGTERM to the command
+alone) starts no further run, lets idle workers exit at once and interrupts the busy ones (SIGINT,
+then SIGTERM after ``STOP_GRACE_S``); each run keeps its last checkpoint and the same command
+resumes.
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ import signal
 import sys
 import threading
 import time
+import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from etr_core.errors import RunError, user_message
 from etr_core.training import TrainConfig
 
 __all__ = ["MAX_JOBS", "RunError", "run_jobs", "threads_per_job"]
@@ -35,10 +45,6 @@ MAX_JOBS = 64  # most parallel runs (--jobs)
 STOP_GRACE_S = 15.0  # seconds an interrupted worker has to stop before it is terminated
 
 Job = tuple[TrainConfig, Path, str]  # (config, run folder, description)
-
-
-class RunError(RuntimeError):
-    """A run of a parallel batch raised; the message names its run folder and the error."""
 
 
 def threads_per_job(jobs: int, threads: int | None) -> int | None:
@@ -51,30 +57,51 @@ def threads_per_job(jobs: int, threads: int | None) -> int | None:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _stop_workers() -> None:
-    """SIGINT to every live worker, then SIGTERM to those still running after ``STOP_GRACE_S``."""
-    children = multiprocessing.active_children()
-    for child in children:
-        if child.pid is not None:
-            try:
-                os.kill(child.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + STOP_GRACE_S
-    for child in children:
-        child.join(max(0.0, deadline - time.monotonic()))
-        if child.is_alive():
-            child.terminate()
+def _worker(conn: Connection) -> None:
+    """Worker process: train each ``(config, folder)`` received until ``None`` or the pipe closes.
+
+    Replies ``("done", ran)``, ``("error", text, is_user_error)`` or ``("interrupted",)`` (then exits).
+    """
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)  # Ctrl-C reaches the command alone, which interrupts each busy worker once
+    from etr_core.reproduce.runner import run_job
+
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if job is None:
+            return
+        config, folder = job
+        try:
+            reply: tuple = ("done", bool(run_job(config, Path(folder))))
+        except KeyboardInterrupt:
+            reply = ("interrupted",)
+        except Exception as exc:
+            message = user_message(exc)
+            if message is None:
+                traceback.print_exc()
+            reply = ("error", f"{type(exc).__name__}: {message or exc}", message is not None)
+        try:
+            conn.send(reply)
+        except (OSError, KeyboardInterrupt):
+            return
+        if reply[0] == "interrupted":
+            return
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _run_one(config: TrainConfig, folder: str) -> bool:
-    from etr_core.reproduce.runner import run_job
-
-    return run_job(config, Path(folder))
+def _signal_name(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def run_jobs(
@@ -109,38 +136,114 @@ def run_jobs(
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run_parallel(pending: Sequence[Job], n_jobs: int, threads: int | None, context, show: bool) -> int:
-    errors: list[str] = []
-    ran = 0
-    with ProcessPoolExecutor(max_workers=min(n_jobs, len(pending)), mp_context=context) as pool:
-        futures: dict[Future, Job] = {}
-        for cfg, folder, desc in pending:
-            if cfg.num_threads is None:
-                cfg = dataclasses.replace(cfg, num_threads=threads)
-            futures[pool.submit(_run_one, cfg, str(folder))] = (cfg, folder, desc)
-        remaining = set(futures)
+class _Workers:
+    """Up to ``size`` worker processes, each busy with one run or idle; see the module docstring."""
+
+    def __init__(self, size: int, context: Any) -> None:
+        self.size = size
+        self.context = context
+        self.idle: list[tuple[Any, Connection]] = []
+        self.busy: dict[Connection, tuple[Any, Job]] = {}
+
+    def start(self, job: Job) -> None:
+        """Hand ``job`` to an idle worker, or to a new one."""
+        if self.idle:
+            proc, conn = self.idle.pop()
+        else:
+            conn, child = self.context.Pipe(duplex=True)
+            proc = self.context.Process(target=_worker, args=(child,), daemon=True)
+            proc.start()
+            child.close()  # the parent's copy: a dead worker then reads as end-of-file
         try:
-            while remaining:
-                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    _, folder, desc = futures[fut]
-                    exc = fut.exception()
-                    if exc is None:
-                        ran += bool(fut.result())
-                        status = "done"
-                    else:
-                        errors.append(f"run {folder}: {type(exc).__name__}: {exc}")
-                        status = f"failed ({type(exc).__name__})"
-                    if show:
-                        finished = len(futures) - len(remaining)
-                        line = f"[{finished}/{len(futures)}] {desc or folder}: {status}"
-                        print(line, file=sys.stderr, flush=True)
-        except KeyboardInterrupt:
-            for fut in remaining:
-                fut.cancel()
-            _stop_workers()
-            raise
+            conn.send((job[0], str(job[1])))
+        except OSError:
+            pass  # the worker already died: its end-of-file reports the run as failed
+        self.busy[conn] = (proc, job)
+
+    def finished(self, conn: Connection) -> tuple[Job, tuple]:
+        """The run of ``conn``'s worker and its reply (``("died", how)`` when the worker is gone)."""
+        proc, job = self.busy.pop(conn)
+        try:
+            reply = conn.recv()
+        except (EOFError, OSError):
+            proc.join(5.0)
+            return job, ("died", _signal_name(proc.exitcode))
+        if reply[0] == "interrupted":
+            proc.join(1.0)
+        else:
+            self.idle.append((proc, conn))
+        return job, reply
+
+    def stop(self) -> None:
+        """Idle workers exit now; busy ones get SIGINT, then SIGTERM after ``STOP_GRACE_S``."""
+        for _proc, conn in self.idle:
+            conn.close()
+        busy = [proc for proc, _ in self.busy.values()]
+        for proc in busy:
+            if proc.pid is not None and proc.is_alive():
+                try:
+                    os.kill(proc.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in busy + [p for p, _ in self.idle]:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(1.0)
+        self.idle, self.busy = [], {}
+
+    def close(self) -> None:
+        """Every worker exits (they are idle once all runs ended)."""
+        for _proc, conn in self.idle:
+            conn.close()
+        for proc, _ in self.idle:
+            proc.join(5.0)
+            if proc.is_alive():
+                proc.terminate()
+        self.idle = []
+
+
+def _run_parallel(pending: Sequence[Job], n_jobs: int, threads: int | None, context, show: bool) -> int:
+    queue = deque(
+        (dataclasses.replace(cfg, num_threads=threads) if cfg.num_threads is None else cfg, folder, desc)
+        for cfg, folder, desc in pending
+    )
+    total = len(queue)
+    workers = _Workers(min(n_jobs, total), context)
+    errors: list[str] = []
+    user_errors = True
+    ran = done = 0
+    try:
+        while queue or workers.busy:
+            while queue and len(workers.busy) < workers.size:
+                workers.start(queue.popleft())
+            for conn in wait(list(workers.busy)):
+                (_, folder, desc), reply = workers.finished(conn)
+                done += 1
+                if reply[0] == "done":
+                    ran += reply[1]
+                    status = "done"
+                elif reply[0] == "interrupted":  # the worker alone got a SIGINT: its run failed
+                    errors.append(f"run {folder}: interrupted; rerun the same command to resume it")
+                    status = "interrupted"
+                elif reply[0] == "died":
+                    errors.append(f"run {folder}: its worker process {reply[1]}; rerun the same command "
+                                  "to resume it")
+                    status = f"failed (worker {reply[1]})"
+                else:
+                    errors.append(f"run {folder}: {reply[1]}")
+                    user_errors = user_errors and reply[2]
+                    status = f"failed ({reply[1].split(':', 1)[0]})"
+                if show:
+                    label = desc if desc.startswith("[") else f"[{done}/{total}] {desc or folder}"
+                    print(f"{label}: {status}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        queue.clear()
+        workers.stop()
+        raise
+    workers.close()
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise RunError(errors[0] + more)
+        raise RunError(errors[0] + more, user_error=user_errors)
     return ran

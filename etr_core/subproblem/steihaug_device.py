@@ -132,7 +132,7 @@ def update_for(device: torch.device) -> Callable[..., tuple[Tensor, ...]]:
     fused kernels (the first call compiles, a few seconds). A compilation that fails falls back to
     the eager update for the rest of the process, with one warning.
     """
-    if device.type != "cuda" or os.environ.get("ETR_CG_LOOP") != "compiled":
+    if device.type != "cuda" or cg_loop() != "compiled":
         return cg_update
     fn = _COMPILED.get("cuda")
     if fn is None:

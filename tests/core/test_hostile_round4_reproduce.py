@@ -66,11 +66,6 @@ def _workers(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker killed with SIGKILL breaks the whole ProcessPoolExecutor: every other run is "
-    "aborted with BrokenProcessPool and the command ends with a RunError traceback",
-)
 def test_a_killed_worker_fails_only_its_run_in_one_line(tmp_path):
     dirs = _run_dirs(tmp_path, 3)
     proc = _popen(_reproduce(tmp_path, seeds=3, budget=1500, jobs=2))
@@ -88,11 +83,6 @@ def test_a_killed_worker_fails_only_its_run_in_one_line(tmp_path):
         assert summary["stop_reason"] == "max_backprops" and summary["backprops"] >= 1500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a user error raised in a worker (here the ETR_CG_LOOP check) reaches the command as "
-    "RunError, a RuntimeError that etr_core.errors.user_message treats as a bug: traceback, exit 1",
-)
 def test_a_bad_cg_loop_with_jobs_is_one_line_and_exit_2(tmp_path):
     proc = _popen(_reproduce(tmp_path, seeds=2, budget=20, jobs=2), ETR_CG_LOOP="gpu")
     _, err = proc.communicate(timeout=120)
@@ -115,32 +105,17 @@ def stopped(tmp_path_factory) -> dict:
     return {"seconds": time.monotonic() - start, "code": proc.returncode, "err": err, "dirs": dirs}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_stop_workers joins the pool's worker processes, which never exit on their own (they wait "
-    "for the next call), so every Ctrl-C / SIGTERM waits the full STOP_GRACE_S (15 s)",
-)
 def test_sigterm_stops_the_command_within_seconds(stopped):
     assert stopped["code"] == 130, stopped["err"]
     assert stopped["seconds"] < 10.0, stopped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker interrupted by SIGINT catches the KeyboardInterrupt of its run and takes the next "
-    "run already queued in the pool's call queue: a run starts after the user asked to stop",
-)
 def test_no_run_starts_after_the_command_was_stopped(stopped):
     assert stopped["code"] == 130, stopped["err"]
     started = [d.name for d in stopped["dirs"][2:] if d.exists()]
     assert started == [], stopped["err"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cg_loop() accepts 'Compiled' / ' compiled' (case and spaces forgiven) but update_for "
-    "compares the raw variable with 'compiled', so on CUDA the eager update runs instead",
-)
 @pytest.mark.parametrize("value", ["Compiled", " compiled", "COMPILED"])
 def test_every_accepted_spelling_of_compiled_compiles(monkeypatch, value):
     from etr_core.subproblem import steihaug_device as sd
@@ -156,12 +131,6 @@ def test_every_accepted_spelling_of_compiled_compiles(monkeypatch, value):
     assert sd.update_for(cuda) is not sd.cg_update  # ... so it must select the compiled update
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CheckpointError/DataFileError take (path, problem) but pickle rebuilds them from args "
-    "(message,): the worker's error cannot be unpickled, the pool breaks, every other run is aborted "
-    "and the message becomes 'A process in the process pool was terminated abruptly'",
-)
 def test_a_damaged_checkpoint_in_one_run_leaves_the_others_running(tmp_path):
     first = _popen(_reproduce(tmp_path, seeds=2, budget=20, jobs=1))
     _, err = first.communicate(timeout=120)
@@ -180,11 +149,6 @@ def test_a_damaged_checkpoint_in_one_run_leaves_the_others_running(tmp_path):
     assert summary["stop_reason"] == "max_backprops" and summary["backprops"] >= 40
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ETR_CG_LOOP is read only inside the CG solver, so a run that never calls it (a first-order "
-    "method) accepts any value silently instead of the one-line error",
-)
 def test_a_bad_cg_loop_is_refused_by_etr_train_for_a_first_order_method(tmp_path):
     cmd = [
         sys.executable, "-m", "etr_core.cli", "train", "--dataset", "digits", "--method", "SGD",
@@ -198,11 +162,6 @@ def test_a_bad_cg_loop_is_refused_by_etr_train_for_a_first_order_method(tmp_path
     assert len(lines) == 1 and "ETR_CG_LOOP" in lines[0], err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pool prefixes its own '[finished/total]' to a description that already starts with "
-    "'[index/total]', so lines read '[3/6] [4/6] .../TR_ada/seed1: done' with two disagreeing counters",
-)
 def test_each_finished_run_line_has_one_counter(tmp_path):
     cmd = [a for a in _reproduce(tmp_path, seeds=2, budget=20, jobs=2) if a != "--no-progress"]
     proc = _popen(cmd)
@@ -212,3 +171,39 @@ def test_each_finished_run_line_has_one_counter(tmp_path):
     assert len(lines) == 2, err
     for line in lines:
         assert line.count("/2]") == 1, line
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param("DataFileError", id="DataFileError"),
+        pytest.param("CheckpointError", id="CheckpointError"),
+        pytest.param("RunFolderError", id="RunFolderError"),
+        pytest.param("RunFolderBusyError", id="RunFolderBusyError"),
+        pytest.param("RunError", id="RunError"),
+    ],
+)
+def test_every_user_error_crosses_a_process_boundary(exc):
+    """Workers send their errors back pickled: each keeps its class, message and fields."""
+    import pickle
+
+    from etr_core import errors
+
+    cls = getattr(errors, exc)
+    args = {"DataFileError": ("d/x.idx", "wrong magic"), "CheckpointError": ("r/checkpoint.pt", "empty file"),
+            "RunError": ("run r/seed0: ValueError: bad", True)}.get(exc, ("r: in use",))
+    original = cls(*args)
+    copy = pickle.loads(pickle.dumps(original))
+    assert type(copy) is cls and str(copy) == str(original)
+    assert errors.user_message(copy) == errors.user_message(original)
+    for field in ("path", "problem", "user_error"):
+        assert getattr(copy, field, None) == getattr(original, field, None)
+
+
+def test_a_run_error_is_one_line_only_when_every_failure_was_a_user_error():
+    from etr_core.errors import RunError, user_message
+
+    assert user_message(RunError("run r/seed0: FileNotFoundError: no data", user_error=True)) == (
+        "run r/seed0: FileNotFoundError: no data"
+    )
+    assert user_message(RunError("run r/seed0: IndexError: 3")) is None  # a bug keeps its traceback
