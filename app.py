@@ -6,10 +6,12 @@ algorithm lives in a page.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import streamlit as st
 
+from etr_core.live.foreground import default_gate
 from ui.common import render_sidebar, warm_up
 from ui.registry import PAGES
 
@@ -30,5 +32,14 @@ for entry in PAGES:
     )
 
 navigation = st.navigation(sections)
-render_sidebar()
-navigation.run()
+# live-training workers pause while another page is drawn (not for the live page itself, whose
+# polls and widgets would otherwise pause the training it shows; a fragment's poll is no page run)
+gate = None
+if navigation.url_path != "live_training":
+    try:
+        gate = default_gate()
+    except ValueError as exc:  # a bad ETR_LIVE_YIELD* setting: say so, draw the page anyway
+        st.warning(f"Live training does not pause for page loads: {exc}")
+with gate.busy() if gate is not None else contextlib.nullcontext():
+    render_sidebar()
+    navigation.run()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -118,12 +119,14 @@ def _server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the server did not become healthy")
 
 
-def _niced(executable: str, cpus: str | None = None) -> str:
+def _niced(executable: str, cpus: str | None = None, idle: bool = False) -> str:
     """A wrapper script that starts ``executable`` at nice 19 (the students' browsers; chromium
-    resets its children's priority, so :func:`_keep_niced` holds them there)."""
+    resets its children's priority, so :func:`_keep_niced` holds them there), under Linux's
+    ``SCHED_IDLE`` policy too when ``idle`` (inherited by every process it starts)."""
     wrapper = ROOT / "artifacts" / "chromium_niced.sh"
     pin = f"taskset -c {cpus} " if cpus else ""
-    wrapper.write_text(f'#!/bin/sh\nexec {pin}nice -n 19 "{executable}" "$@"\n')
+    policy = "chrt --idle 0 " if idle else ""
+    wrapper.write_text(f'#!/bin/sh\nexec {pin}{policy}nice -n 19 "{executable}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -141,8 +144,9 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _keep_niced(root_pids: set[int], stop: threading.Event) -> None:
-    """Hold every descendant of ``root_pids`` at nice 19 (chromium resets its renderers' priority)."""
+def _keep_niced(root_pids: set[int], stop: threading.Event, idle: bool = False) -> None:
+    """Hold every descendant of ``root_pids`` at nice 19 (chromium resets its renderers' priority),
+    and under ``SCHED_IDLE`` when ``idle``."""
     while not stop.wait(0.3):
         tree, todo = _children(), list(root_pids)
         while todo:
@@ -152,6 +156,8 @@ def _keep_niced(root_pids: set[int], stop: threading.Event) -> None:
                 os.setpriority(os.PRIO_PROCESS, pid, 19)
                 for task in Path(f"/proc/{pid}/task").iterdir():
                     os.setpriority(os.PRIO_PROCESS, int(task.name), 19)
+                    if idle:
+                        os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
             except (OSError, ValueError):
                 pass
 
@@ -174,6 +180,37 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(root_pids: set[int]) -> float:
+    """CPU seconds of ``root_pids`` and all their descendants still alive."""
+    tree, todo, total = _children(), list(root_pids), 0.0
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, ()))
+        try:
+            total += _cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _descendants(root_pids: set[int]) -> list[int]:
+    """Every live descendant of ``root_pids`` (not the roots)."""
+    tree, todo, found = _children(), list(root_pids), []
+    while todo:
+        for child in tree.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def _load(browser, url: str) -> float:
@@ -213,7 +250,8 @@ def _start(tab) -> None:
 
 
 def classroom(
-    sessions: int, reps: int, page_path: str, settle: float, students_cpus: str | None = None
+    sessions: int, reps: int, page_path: str, settle: float, students_cpus: str | None = None,
+    students_idle: bool = False, pause: str = "none",
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -230,10 +268,11 @@ def classroom(
             # second browser at the lowest CPU priority, so that their chart drawing does not take
             # the measured tab's or the server's CPU on this one machine.
             before = _browser_mains()
-            students = p.chromium.launch(executable_path=_niced(chromium, students_cpus), headless=True,
-                                         args=args)
+            students = p.chromium.launch(executable_path=_niced(chromium, students_cpus, students_idle),
+                                         headless=True, args=args)
             stop_nicing = threading.Event()
-            threading.Thread(target=_keep_niced, args=(_browser_mains() - before, stop_nicing),
+            student_mains = _browser_mains() - before
+            threading.Thread(target=_keep_niced, args=(student_mains, stop_nicing, students_idle),
                              daemon=True).start()
             target = f"{url}/{page_path}"
             _load(browser, target)  # warm-up: first imports and the page's cached computations
@@ -253,14 +292,26 @@ def classroom(
             training = sum("running ·" in s for s in states)
             queued = sum("Queued:" in s for s in states)
             print(f"{training} training, {queued} queued", flush=True)
+            # --pause: stop (SIGSTOP) the training workers or the students' browser during the busy
+            # loads, to see which of them the slowdown comes from
+            paused = []
+            if pause in ("workers", "both"):
+                paused += _descendants({proc.pid})
+            if pause in ("students", "both"):
+                paused += list(student_mains) + _descendants(student_mains)
+            _signal_all(paused, signal.SIGSTOP)
             busy = []
             load_busy = os.getloadavg()[0]
             server_cpu = _cpu_seconds(proc.pid)
+            students_cpu = _tree_cpu_seconds(student_mains)
             busy_start = time.perf_counter()
             for _ in range(reps):
                 busy.append(_load(browser, target))
                 print(f"busy load (s): {busy[-1]:.2f}", flush=True)
-            server_share = (_cpu_seconds(proc.pid) - server_cpu) / (time.perf_counter() - busy_start)
+            busy_seconds = time.perf_counter() - busy_start
+            server_share = (_cpu_seconds(proc.pid) - server_cpu) / busy_seconds
+            students_share = (_tree_cpu_seconds(student_mains) - students_cpu) / busy_seconds
+            _signal_all(paused, signal.SIGCONT)
             stop_nicing.set()
             students.close()
             browser.close()
@@ -276,6 +327,9 @@ def classroom(
     print(f"\nratio busy / idle: {statistics.median(busy) / statistics.median(idle):.2f}")
     print(f"server process CPU while busy (polls of {sessions} tabs + the measured loads): "
           f"{server_share:.2f} cores")
+    print(f"paused during the busy loads: {pause}")
+    print(f"students' browser (nice 19{' + SCHED_IDLE' if students_idle else ''}) CPU while busy: "
+          f"{students_share:.2f} cores")
     print(f"load average (1 min): {load_before:.2f} before the server started, {load_busy:.2f} before the "
           "busy loads")
 
@@ -293,11 +347,18 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after the last Start")
     parser.add_argument("--students-cpus", default=None,
                         help="pin the students' browser to these CPUs (taskset list, e.g. 1)")
+    parser.add_argument("--students-idle", action="store_true",
+                        help="run the students' browser under SCHED_IDLE as well as nice 19: it then gets "
+                        "only CPU time nobody else wants, as if it ran on the students' own machines")
+    parser.add_argument("--pause", default="none", choices=["none", "workers", "students", "both"],
+                        help="SIGSTOP the live workers and/or the students' browser during the busy loads "
+                        "(to attribute the slowdown)")
     args = parser.parse_args()
     if args.memory:
         memory(args.dataset, args.seconds, args.max_train)
     if args.classroom:
-        classroom(args.sessions, args.reps, args.page, args.settle, args.students_cpus)
+        classroom(args.sessions, args.reps, args.page, args.settle, args.students_cpus, args.students_idle,
+                  args.pause)
 
 
 if __name__ == "__main__":

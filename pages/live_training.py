@@ -30,6 +30,7 @@ from etr_core.live import (
     max_steps_cap,
     start_worker_server,
 )
+from etr_core.live.foreground import default_gate, max_wait_seconds
 from etr_core.live.settings import poll_seconds
 from etr_core.models import MODEL_DESCRIPTIONS
 from etr_core.training import METHODS, resolve_tr_config
@@ -131,7 +132,8 @@ def start_run() -> None:
             configs, owner=browser_owner(), max_seconds=float(_state("max_seconds")),
             max_backprops=int(_state("budget")), schedule=_state("schedule"),
             nice=int(env_limit("ETR_LIVE_NICE")), sched_idle=bool(env_limit("ETR_LIVE_SCHED_IDLE")),
-            settings=settings)
+            foreground=gate.path if (gate := default_gate()) is not None else None,
+            yield_max_wait=max_wait_seconds(), settings=settings)
     except (ValueError, TypeError, RunRefused) as exc:
         st.session_state[f"{P}_start_error"] = str(exc)
         return

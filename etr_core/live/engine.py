@@ -119,7 +119,9 @@ class RunEngine:
     unit); ``max_seconds`` caps the whole run's wall clock; ``stall_rule`` (``None``: never) ends a
     method that can no longer make progress. ``train_fn(config, callbacks=..., stop_event=...)``
     defaults to :func:`etr_core.training.train`; ``data`` (a shared, read-only dataset) is passed on
-    as ``data=`` when given. ``warnings`` counts optimiser warnings per method.
+    as ``data=`` when given. ``warnings`` counts optimiser warnings per method. ``pause(should_stop)``,
+    when given, is called after every recorded step and returns the seconds it waited (the server's
+    page loads, :mod:`etr_core.live.foreground`); their sum is ``paused_seconds``.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class RunEngine:
         stall_rule: StallRule | None = None,
         data: Any = None,
         warnings: WarningCounter | None = None,
+        pause: Callable[[Callable[[], bool]], float] | None = None,
     ) -> None:
         self.methods = {(name := _config_method(c)): _Method(name, c, stall_rule) for c in configs}
         self.sink = sink
@@ -145,6 +148,8 @@ class RunEngine:
         self.train_fn = train_fn
         self.data = data
         self.warnings = warnings
+        self.pause = pause
+        self.paused_seconds = 0.0
         self.stop_reason: str | None = None
         self.statuses: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -207,6 +212,8 @@ class RunEngine:
                     method.own_stop.set()
                 if method.monitor is not None and method.monitor.on_step(row) is not None:
                     method.own_stop.set()
+                if engine.pause is not None:  # a page is being drawn: let it have the machine
+                    engine.paused_seconds += engine.pause(engine._stopping)
                 baton = engine._baton
                 if baton is not None:
                     baton.advance(method.name, method.backprops if engine.schedule == "backprops"

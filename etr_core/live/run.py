@@ -12,6 +12,7 @@ budget (:mod:`etr_core.cpu_budget`) and is what the registry and the pages hold.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from etr_core._validation import check_choice, check_int, check_positive
 from etr_core.live.control import CpuMeter, RunCommands, RunControl
 from etr_core.live.engine import SCHEDULES, RunEngine, _config_method
+from etr_core.live.foreground import foreground_pause
 from etr_core.live.history import QUEUED, LiveSnapshot
 from etr_core.live.monitor import StallRule
 from etr_core.live.state import RunState
@@ -134,6 +136,9 @@ class LiveRun(RunReadout, RunCommands):
     replaces :func:`etr_core.training.train` (it must be picklable unless ``in_process``).
     ``settings`` is kept with the run for the pages that show it (targets, thresholds).
     ``share_data=False`` lets every method load its own copy of the data (for measurements).
+    ``foreground`` (the path of the server's :class:`etr_core.live.foreground.ForegroundGate`) makes
+    the methods pause between steps while the server draws a page, at most ``yield_max_wait`` s at a
+    stretch; ``None`` never pauses.
     The worker itself is handled by :class:`etr_core.live.control.RunControl`; Start, Stop and the
     worker's events by the :class:`etr_core.live.control.RunCommands` part.
     """
@@ -154,6 +159,8 @@ class LiveRun(RunReadout, RunCommands):
         settings: dict[str, Any] | None = None,
         run_id: str | None = None,
         share_data: bool = True,
+        foreground: str | os.PathLike | None = None,
+        yield_max_wait: float = 5.0,
     ) -> None:
         configs = list(configs)
         if not configs:
@@ -174,6 +181,8 @@ class LiveRun(RunReadout, RunCommands):
         self.stall_rule = stall_rule
         self.in_process = bool(in_process)
         self.share_data = bool(share_data)
+        self.foreground = str(foreground) if foreground is not None else None
+        self.yield_max_wait = check_positive("yield_max_wait", yield_max_wait)
         self._train_fn = train_fn
         self._configs = configs
         self._order = names
@@ -213,7 +222,8 @@ class LiveRun(RunReadout, RunCommands):
         options = dict(max_seconds=self.max_seconds, max_backprops=self.max_backprops, schedule=self.schedule,
                        torch_threads=self.torch_threads, nice=self.nice, sched_idle=self.sched_idle,
                        stall_rule=self.stall_rule, train_fn=self._train_fn, in_process=self.in_process,
-                       settings=dict(self.settings), share_data=self.share_data)
+                       settings=dict(self.settings), share_data=self.share_data, foreground=self.foreground,
+                       yield_max_wait=self.yield_max_wait)
         return list(self._configs), options
 
     def add_end_callback(self, callback: Callable[[LiveRun], None]) -> None:
@@ -234,12 +244,14 @@ class LiveRun(RunReadout, RunCommands):
         return WorkerSpec(self.id, self._configs, max_seconds=self.max_seconds,
                           max_backprops=self.max_backprops, schedule=self.schedule,
                           torch_threads=self.torch_threads, nice=self.nice, sched_idle=self.sched_idle,
-                          stall_rule=self.stall_rule, train_fn=self._train_fn, share_data=self.share_data)
+                          stall_rule=self.stall_rule, train_fn=self._train_fn, share_data=self.share_data,
+                          foreground=self.foreground, yield_max_wait=self.yield_max_wait)
 
     def _engine_in_process(self, stop_event: Any) -> None:
         RunEngine(self._configs, self._apply, stop_event, max_seconds=self.max_seconds,
                   max_backprops=self.max_backprops, schedule=self.schedule, train_fn=self._train_fn,
-                  stall_rule=self.stall_rule).run()
+                  stall_rule=self.stall_rule,
+                  pause=foreground_pause(self.foreground, self.yield_max_wait)).run()
 
     def _running_message(self) -> str:
         how = {"backprops": "interleaved: the method with the fewest backprops takes the next step",

@@ -5,8 +5,9 @@ does not exist): the fork server imports torch and the training code once (``PRE
 run forks from it in milliseconds. A worker never touches the server's interpreter, so its
 ``torch.set_num_threads`` and its warnings stay its own. It lowers its CPU priority (``nice``, and
 on Linux the ``SCHED_IDLE`` policy: :func:`lower_priority`) so page loads win over training on a
-busy machine, loads the data set once and shares it read-only between all methods of the run, and
-sends its records to the server in batches over a pipe.
+busy machine, pauses between steps while the server draws a page
+(:mod:`etr_core.live.foreground`), loads the data set once and shares it read-only between all
+methods of the run, and sends its records to the server in batches over a pipe.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from etr_core.errors import user_message
 from etr_core.live.engine import RunEngine
+from etr_core.live.foreground import foreground_pause
 from etr_core.live.history import FAILED
 from etr_core.live.monitor import StallRule, WarningCounter
 
@@ -49,6 +51,8 @@ class WorkerSpec:
     stall_rule: StallRule | None = field(default_factory=StallRule)
     train_fn: Any = None
     share_data: bool = True
+    foreground: str | None = None
+    yield_max_wait: float = 5.0
 
 
 def mp_context() -> multiprocessing.context.BaseContext:
@@ -207,7 +211,8 @@ def worker_main(conn: Any, stop_event: Any, spec: WorkerSpec) -> None:
         sink(("loaded", time.perf_counter() - started))
         engine = RunEngine(spec.configs, sink, stop_event, max_seconds=spec.max_seconds,
                            max_backprops=spec.max_backprops, schedule=spec.schedule, train_fn=spec.train_fn,
-                           stall_rule=spec.stall_rule, data=data, warnings=counter)
+                           stall_rule=spec.stall_rule, data=data, warnings=counter,
+                           pause=foreground_pause(spec.foreground, spec.yield_max_wait))
         engine.run()
     except BaseException as exc:  # the server shows it; the process ends either way
         event = ("run", FAILED, user_message(exc) or f"the worker failed: {type(exc).__name__}: {exc}")

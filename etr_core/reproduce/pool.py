@@ -147,6 +147,8 @@ class _Workers:
 
     def start(self, job: Job) -> None:
         """Hand ``job`` to an idle worker, or to a new one."""
+        while self.idle and not self.idle[-1][0].is_alive():  # killed while idle: let it go
+            self.idle.pop()[1].close()
         if self.idle:
             proc, conn = self.idle.pop()
         else:

@@ -57,3 +57,55 @@ def test_seed_from_url_is_clamped_not_crashing() -> None:
     at.query_params["seed"] = "42"
     at.run()
     assert at.number_input(key="seed").value == 42
+
+
+def test_every_page_run_holds_the_live_workers_and_releases_them_after_the_tail(monkeypatch) -> None:
+    """app.py draws each page inside the server's foreground gate (etr_core.live.foreground)."""
+    import time
+
+    from etr_core.live import foreground
+
+    monkeypatch.setattr(foreground, "_DEFAULT", None)
+    monkeypatch.setenv("ETR_LIVE_YIELD_TAIL_MS", "3000")
+    seen: list[int] = []
+    original = foreground.ForegroundGate.busy
+
+    def spy(self):
+        seen.append(self.active)
+        return original(self)
+
+    monkeypatch.setattr(foreground.ForegroundGate, "busy", spy)
+    started = time.time()
+    at = _app().run()
+    ended = time.time()
+    assert not at.exception and seen == [0]
+    gate = foreground._DEFAULT
+    assert gate is not None and gate.active == 0
+    assert started + 3.0 - 0.05 <= gate.until() <= ended + 3.0 + 0.05
+
+
+def test_a_bad_yield_setting_is_one_warning_and_the_page_still_draws(monkeypatch) -> None:
+    from etr_core.live import foreground
+
+    monkeypatch.setattr(foreground, "_DEFAULT", None)
+    monkeypatch.setenv("ETR_LIVE_YIELD", "yes")
+    at = _app().run()
+    assert not at.exception
+    assert any("ETR_LIVE_YIELD" in w.value for w in at.warning)
+    assert "Ellipsoidal trust-region methods" in at.title[0].value
+
+
+def test_the_live_page_itself_never_pauses_the_training_it_shows(monkeypatch) -> None:
+    from etr_core.live import foreground
+
+    monkeypatch.setattr(foreground, "_DEFAULT", None)
+    calls: list[str] = []
+    original = foreground.ForegroundGate.busy
+    monkeypatch.setattr(foreground.ForegroundGate, "busy",
+                        lambda self: calls.append("busy") or original(self))
+    at = _app().run()
+    assert calls == ["busy"]  # the home page
+    at.switch_page("pages/live_training.py").run()
+    assert not at.exception and calls == ["busy"]
+    at.switch_page("pages/implicit_trust_regions.py").run()
+    assert not at.exception and calls == ["busy", "busy"]
