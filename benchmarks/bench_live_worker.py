@@ -304,6 +304,7 @@ def classroom(
             load_busy = os.getloadavg()[0]
             server_cpu = _cpu_seconds(proc.pid)
             students_cpu = _tree_cpu_seconds(student_mains)
+            workers_cpu = _tree_cpu_seconds({proc.pid}) - _cpu_seconds(proc.pid)
             busy_start = time.perf_counter()
             for _ in range(reps):
                 busy.append(_load(browser, target))
@@ -311,6 +312,8 @@ def classroom(
             busy_seconds = time.perf_counter() - busy_start
             server_share = (_cpu_seconds(proc.pid) - server_cpu) / busy_seconds
             students_share = (_tree_cpu_seconds(student_mains) - students_cpu) / busy_seconds
+            workers_now = _tree_cpu_seconds({proc.pid}) - _cpu_seconds(proc.pid)
+            workers_share = (workers_now - workers_cpu) / busy_seconds
             _signal_all(paused, signal.SIGCONT)
             stop_nicing.set()
             students.close()
@@ -328,6 +331,7 @@ def classroom(
     print(f"server process CPU while busy (polls of {sessions} tabs + the measured loads): "
           f"{server_share:.2f} cores")
     print(f"paused during the busy loads: {pause}")
+    print(f"live workers CPU while busy: {workers_share:.2f} cores")
     print(f"students' browser (nice 19{' + SCHED_IDLE' if students_idle else ''}) CPU while busy: "
           f"{students_share:.2f} cores")
     print(f"load average (1 min): {load_before:.2f} before the server started, {load_busy:.2f} before the "

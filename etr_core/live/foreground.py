@@ -2,9 +2,14 @@
 
 On a shared class server the live workers already run at the lowest CPU priority (``SCHED_IDLE``,
 :func:`etr_core.live.worker.lower_priority`), yet measured with 8 sessions on the live page another
-page still took 1.7x its idle time to load, and 1.0x with the workers stopped
-(docs/benchmarks/live.md): a priority decides who gets a core, not the memory bandwidth and caches
-the two cores share. So the server tells its workers when a page is being drawn and they wait.
+page took about 1.8x its idle time to load, and 1.0x with the workers stopped for the whole load
+(docs/benchmarks/live.md): a priority decides who gets a core, not the caches and memory bandwidth
+(or the physical core of two virtual ones) that they share. This module lets the server tell its
+workers when a page is being drawn, so that they wait. It is off by default
+(``ETR_LIVE_YIELD=0``): measured on the 2-core benchmark, pausing for the server's script run plus
+1.5 s did not change the ratio (1.80 against 1.81, 5 loads each), because most of a page load is
+the browser's own work (starting the app, drawing the charts) that the server does not see; only
+pausing training for the whole minute of loads brought it to 1.30.
 
 The signal is one file per server process whose modification time is the wall-clock time until
 which workers wait (:class:`ForegroundGate`, server side): a script run sets it ``hold`` seconds
@@ -17,8 +22,8 @@ at most ``hold`` seconds of waiting. Training's own clock (``seconds`` in the re
 only, so a pause does not change a method's seconds; the run's time limit is wall clock and does
 include it.
 
-Settings (environment, :data:`etr_core.live.settings.LIMITS`): ``ETR_LIVE_YIELD`` (1: on, the
-default; 0: off), ``ETR_LIVE_YIELD_TAIL_MS`` (``tail``, default 1500) and
+Settings (environment, :data:`etr_core.live.settings.LIMITS`): ``ETR_LIVE_YIELD`` (1: on; 0: off,
+the default), ``ETR_LIVE_YIELD_TAIL_MS`` (``tail``, default 1500) and
 ``ETR_LIVE_YIELD_MAX_SECONDS`` (``max_wait``, default 5).
 """
 

@@ -7,7 +7,7 @@ the variable, its value and the allowed range.
 Worker priority: a worker lowers its priority by ``ETR_LIVE_NICE`` (0 keeps the normal priority)
 and, where that is above 0 and ``ETR_LIVE_SCHED_IDLE`` is 1 (the default), on Linux also takes the
 ``SCHED_IDLE`` policy, so it only computes when nothing else wants the CPU (plain nice where that
-policy does not exist or is refused); with ``ETR_LIVE_YIELD`` (default 1) workers also pause
+policy does not exist or is refused); with ``ETR_LIVE_YIELD=1`` (default 0) workers also pause
 between steps while the server draws a page (:mod:`etr_core.live.foreground`). Polling:
 :func:`poll_seconds` spaces a page's polls by the ``ETR_LIVE_POLL_*`` settings.
 """
@@ -47,7 +47,7 @@ LIMITS: dict[str, tuple[int | None, int, int, str]] = {
     "ETR_LIVE_UNWATCHED_SECONDS": (60, 1, 86400, "seconds a queued run nobody looks at is kept"),
     "ETR_LIVE_NICE": (10, 0, 19, "CPU priority decrease of worker processes (0: normal priority)"),
     "ETR_LIVE_SCHED_IDLE": (1, 0, 1, "1: workers with a nice above 0 also take Linux's SCHED_IDLE policy"),
-    "ETR_LIVE_YIELD": (1, 0, 1, "1: live workers pause between steps while the server draws a page"),
+    "ETR_LIVE_YIELD": (0, 0, 1, "1: live workers pause between steps while the server draws a page"),
     "ETR_LIVE_YIELD_TAIL_MS": (1500, 0, 60_000, "ms workers keep pausing after a page's script run"),
     "ETR_LIVE_YIELD_MAX_SECONDS": (5, 1, 600, "seconds a worker pauses for page loads at a stretch"),
     "ETR_LIVE_POLL_SECONDS": (1, 1, 60, "seconds between a training tab's polls while its run is alone"),

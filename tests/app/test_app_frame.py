@@ -66,6 +66,7 @@ def test_every_page_run_holds_the_live_workers_and_releases_them_after_the_tail(
     from etr_core.live import foreground
 
     monkeypatch.setattr(foreground, "_DEFAULT", None)
+    monkeypatch.setenv("ETR_LIVE_YIELD", "1")
     monkeypatch.setenv("ETR_LIVE_YIELD_TAIL_MS", "3000")
     seen: list[int] = []
     original = foreground.ForegroundGate.busy
@@ -84,6 +85,15 @@ def test_every_page_run_holds_the_live_workers_and_releases_them_after_the_tail(
     assert started + 3.0 - 0.05 <= gate.until() <= ended + 3.0 + 0.05
 
 
+def test_pages_never_pause_training_by_default(monkeypatch) -> None:
+    from etr_core.live import foreground
+
+    monkeypatch.setattr(foreground, "_DEFAULT", None)
+    monkeypatch.delenv("ETR_LIVE_YIELD", raising=False)
+    at = _app().run()
+    assert not at.exception and foreground._DEFAULT is None and not at.warning
+
+
 def test_a_bad_yield_setting_is_one_warning_and_the_page_still_draws(monkeypatch) -> None:
     from etr_core.live import foreground
 
@@ -99,6 +109,7 @@ def test_the_live_page_itself_never_pauses_the_training_it_shows(monkeypatch) ->
     from etr_core.live import foreground
 
     monkeypatch.setattr(foreground, "_DEFAULT", None)
+    monkeypatch.setenv("ETR_LIVE_YIELD", "1")
     calls: list[str] = []
     original = foreground.ForegroundGate.busy
     monkeypatch.setattr(foreground.ForegroundGate, "busy",

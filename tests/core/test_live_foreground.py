@@ -87,6 +87,8 @@ def test_foreground_pause_is_none_without_a_gate(tmp_path):
 
 def test_settings_turn_the_gate_off_and_bad_values_name_the_variable(monkeypatch):
     monkeypatch.setattr(fg, "_DEFAULT", None)
+    monkeypatch.delenv("ETR_LIVE_YIELD", raising=False)
+    assert default_gate() is None  # off by default
     monkeypatch.setenv("ETR_LIVE_YIELD", "0")
     assert default_gate() is None
     monkeypatch.setenv("ETR_LIVE_YIELD", "1")
@@ -95,6 +97,7 @@ def test_settings_turn_the_gate_off_and_bad_values_name_the_variable(monkeypatch
     assert gate is not None and gate.tail == 0.25 and default_gate() is gate  # one per process
     for name, bad in (("ETR_LIVE_YIELD", "2"), ("ETR_LIVE_YIELD_TAIL_MS", "-1"),
                       ("ETR_LIVE_YIELD_MAX_SECONDS", "soon")):
+        monkeypatch.setenv("ETR_LIVE_YIELD", "1")
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValueError, match=name):
             default_gate() if name != "ETR_LIVE_YIELD_MAX_SECONDS" else fg.max_wait_seconds()
