@@ -29,8 +29,10 @@ the default), ``ETR_LIVE_YIELD_TAIL_MS`` (``tail``, default 1500) and
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -42,18 +44,22 @@ from etr_core.live.settings import env_limit
 __all__ = ["ForegroundGate", "default_gate", "foreground_pause", "max_wait_seconds", "wait_for_foreground"]
 
 HOLD_S = 60.0  # a script run holds the workers at most this long (a longer run lets them go on)
+MAX_TAIL_S = 60.0  # the longest tail a gate accepts (ETR_LIVE_YIELD_TAIL_MS allows at most this)
+MAX_HOLD_S = 3600.0
 
 
 class ForegroundGate:
     """The server's side: :meth:`busy` around every page's script run.
 
-    ``path`` is the signal file (created empty); ``tail`` seconds of waiting follow the last script
-    run; ``hold`` bounds the wait a script run asks for. Thread-safe (one server, many sessions).
+    ``path`` is the signal file (created empty); ``tail`` seconds (0..60) of waiting follow the last
+    script run; ``hold`` (up to 3600 s) bounds the wait a script run asks for; ``ValueError``
+    otherwise (NaN and infinity included). Thread-safe (one server, many sessions).
     """
 
     def __init__(self, path: str | os.PathLike, tail: float = 1.5, hold: float = HOLD_S) -> None:
-        if not (tail >= 0.0 and hold > 0.0):
-            raise ValueError(f"tail must be >= 0 and hold > 0 seconds, got tail={tail!r}, hold={hold!r}")
+        if not (0.0 <= tail <= MAX_TAIL_S and 0.0 < hold <= MAX_HOLD_S):
+            raise ValueError(f"tail must be in [0, {MAX_TAIL_S:g}] and hold in (0, {MAX_HOLD_S:g}] seconds, "
+                             f"got tail={tail!r}, hold={hold!r}")
         self.path = Path(path)
         self.tail = float(tail)
         self.hold = float(hold)
@@ -84,8 +90,8 @@ class ForegroundGate:
     def busy(self) -> Iterator[None]:
         """Workers wait while the block runs and ``tail`` seconds after the last such block ends."""
         with self._lock:
-            self._count += 1
             self._mark(time.time() + self.hold)
+            self._count += 1
         try:
             yield
         finally:
@@ -147,9 +153,13 @@ def default_gate() -> ForegroundGate | None:
         return None
     tail = int(env_limit("ETR_LIVE_YIELD_TAIL_MS")) / 1000.0
     with _DEFAULT_LOCK:
-        if _DEFAULT is None or not _DEFAULT.path.parent.exists():
-            folder = tempfile.mkdtemp(prefix="etr-live-")
-            _DEFAULT = ForegroundGate(Path(folder) / "foreground", tail=tail)
+        if _DEFAULT is None:
+            folder = Path(tempfile.mkdtemp(prefix="etr-live-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            _DEFAULT = ForegroundGate(folder / "foreground", tail=tail)
+        elif not _DEFAULT.path.exists():  # a temp-folder clean-up: the same path, which runs hold
+            _DEFAULT.path.parent.mkdir(parents=True, exist_ok=True)
+            _DEFAULT.path.touch()
         _DEFAULT.tail = tail
         return _DEFAULT
 

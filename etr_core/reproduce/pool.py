@@ -14,10 +14,11 @@ Failures stay with their run. A run that raises, or whose worker process dies (k
 memory), fails alone: the others go on, a new worker replaces a dead one, and once all have ended
 :class:`etr_core.errors.RunError` names the first failed run folder and its error in one line (a
 user error, e.g. a damaged checkpoint, or a killed worker: the CLI prints that line and exits 2; a
-bug: the worker printed its traceback). Interrupting the command (Ctrl-C, or SIGTERM to the command
-alone) starts no further run, lets idle workers exit at once and interrupts the busy ones (SIGINT,
+bug: the worker printed its traceback). Interrupting the command (Ctrl-C, SIGTERM or SIGHUP to the
+command) starts no further run, lets idle workers exit at once and interrupts the busy ones (SIGINT,
 then SIGTERM after ``STOP_GRACE_S``); each run keeps its last checkpoint and the same command
-resumes.
+resumes. A worker whose command died (``kill -9``) is interrupted the same way (Linux). Workers
+print warnings as one line each, as the command does.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from etr_core.errors import RunError, user_message
+from etr_core.errors import RunError, one_line, user_message
 from etr_core.training import TrainConfig
 
 __all__ = ["MAX_JOBS", "RunError", "run_jobs", "threads_per_job"]
@@ -64,6 +66,8 @@ def _worker(conn: Connection) -> None:
     """
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)  # Ctrl-C reaches the command alone, which interrupts each busy worker once
+    _interrupt_when_parent_dies()
+    warnings.showwarning = _one_line_warning  # as the command prints its own
     from etr_core.reproduce.runner import run_job
 
     while True:
@@ -89,6 +93,26 @@ def _worker(conn: Connection) -> None:
             return
         if reply[0] == "interrupted":
             return
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {one_line(str(message))}", file=sys.stderr if file is None else file, flush=True)
+
+
+def _interrupt_when_parent_dies() -> None:
+    """Linux: SIGINT to this worker when the command dies (``kill -9``, a closed terminal), so its
+    run stops and keeps its checkpoint instead of training on with nobody waiting for it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the command died before the line above: stop now
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _interrupt(signum, frame) -> None:
@@ -128,12 +152,13 @@ def run_jobs(
     threads = threads_per_job(n_jobs, None)
     context = multiprocessing.get_context("spawn")
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, _interrupt) for sig in stops} if main_thread else {}
     try:
         return _run_parallel(pending, n_jobs, threads, context, show)
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Workers:

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from etr_core.errors import one_line
 from etr_core.reproduce.pool import run_jobs
 from etr_core.reproduce.protocol import Problem
 from etr_core.results import SUMMARY_FILE, load_run
+from etr_core.results.layout import ResultsWarning
 from etr_core.training import METHODS, TrainConfig, train
 
 __all__ = ["BackpropProgress", "RunOptions", "choose_step_sizes", "method_jobs", "run_folder", "run_job"]
@@ -118,7 +121,15 @@ def is_finished(folder: Path, budget: int) -> bool:
     path = folder / SUMMARY_FILE
     if not path.exists():
         return False
-    summary = json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        summary = exc
+    if not isinstance(summary, dict):
+        problem = f"not readable ({summary})" if isinstance(summary, Exception) else "not a JSON object"
+        warnings.warn(f"{path}: {one_line(problem)}; the run is resumed from its checkpoint, which writes "
+                      "it again", ResultsWarning, stacklevel=1)
+        return False
     if summary.get("stop_reason") == "max_backprops":
         return int(summary.get("backprops") or 0) >= budget
     return summary.get("stop_reason") == "nonfinite_loss"

@@ -155,3 +155,57 @@ def test_a_stop_request_ends_a_pause_at_once(tmp_path):
         assert run.join(10), run.status
         assert time.monotonic() - started < 3.0
     assert run.snapshot().status == "stopped" and len(run.snapshot().steps) == 1
+
+
+@pytest.mark.parametrize("tail, hold", [
+    (float("inf"), 60.0), (float("nan"), 60.0), (-0.1, 60.0), (1e12, 60.0),
+    (1.0, float("inf")), (1.0, 1e300), (1.0, 0.0), (1.0, float("nan")),
+])
+def test_a_gate_refuses_times_it_cannot_write(tmp_path, tail, hold):
+    with pytest.raises(ValueError, match="tail must be in"):
+        ForegroundGate(tmp_path / "g", tail=tail, hold=hold)
+
+
+def test_a_failed_mark_does_not_leave_the_gate_held(tmp_path, monkeypatch):
+    gate = ForegroundGate(tmp_path / "g", tail=0.0)
+
+    def refuse(*args, **kwargs):
+        raise OverflowError("timestamp out of range")
+
+    monkeypatch.setattr(fg.os, "utime", refuse)
+    with pytest.raises(OverflowError), gate.busy():
+        pass
+    monkeypatch.undo()
+    assert gate.active == 0
+    with gate.busy():
+        pass
+    assert gate.until() <= time.time() + 0.01  # the tail (0 s), not a hold
+
+
+def test_runs_holding_the_old_path_keep_pausing_after_a_temp_clean_up(monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(fg, "_DEFAULT", None)
+    monkeypatch.setenv("ETR_LIVE_YIELD", "1")
+    first = default_gate()
+    path = first.path
+    shutil.rmtree(path.parent)
+    second = default_gate()
+    assert second is first and second.path == path and path.exists()
+    with second.busy():
+        assert 0.15 <= wait_for_foreground(path, 0.2) <= 1.0  # a run started before still pauses
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def test_the_gate_folder_is_removed_when_the_server_process_ends(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os; os.environ['ETR_LIVE_YIELD'] = '1'\n"
+            "from etr_core.live.foreground import default_gate\n"
+            "print(default_gate().path)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120)
+    path = Path(out.stdout.strip())
+    assert path.name == "foreground" and not path.parent.exists()
