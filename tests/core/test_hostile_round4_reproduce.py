@@ -207,3 +207,66 @@ def test_a_run_error_is_one_line_only_when_every_failure_was_a_user_error():
         "run r/seed0: FileNotFoundError: no data"
     )
     assert user_message(RunError("run r/seed0: IndexError: 3")) is None  # a bug keeps its traceback
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
+def test_sighup_stops_the_command_and_its_workers_like_sigterm(tmp_path):
+    dirs = _run_dirs(tmp_path, 3)
+    proc = _popen(_reproduce(tmp_path, seeds=3, budget=200_000, jobs=2))
+    _wait_for_metrics(proc, dirs[:2])
+    workers = _workers(proc.pid)
+    proc.send_signal(signal.SIGHUP)  # the terminal was closed
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    deadline = time.monotonic() + 20
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(workers)
+    assert not dirs[2].exists()  # the queued run never started
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
+def test_workers_stop_when_the_command_is_killed_and_a_rerun_finishes(tmp_path):
+    dirs = _run_dirs(tmp_path, 2)
+    proc = _popen(_reproduce(tmp_path, seeds=2, budget=200_000, jobs=2))
+    _wait_for_metrics(proc, dirs)
+    workers = _workers(proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(workers), "workers trained on after their command was killed"
+    rerun = _popen(_reproduce(tmp_path, seeds=2, budget=60, jobs=2))
+    _, err = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, err  # no folder left locked by an orphan
+
+
+@pytest.mark.parametrize("content", ["", "[1, 2]", "{not json"], ids=["empty", "a list", "damaged"])
+def test_a_damaged_summary_resumes_its_run_with_one_warning_line(tmp_path, content):
+    first = _popen(_reproduce(tmp_path, seeds=2, budget=20, jobs=1))
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    summary = _run_dirs(tmp_path, 2)[1] / "summary.json"
+    summary.write_text(content)
+    proc = _popen(_reproduce(tmp_path, seeds=2, budget=20, jobs=2))
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    warned = [line for line in err.splitlines() if "summary.json" in line]
+    assert warned and all(line.startswith("warning: ") for line in warned), err
+    assert "ResultsWarning" not in err and "warnings.warn" not in err, err  # one line each, workers too
+    data = json.loads(summary.read_text())
+    assert data["stop_reason"] == "max_backprops" and data["backprops"] >= 20
