@@ -331,7 +331,9 @@ def classroom(
     print(f"server process CPU while busy (polls of {sessions} tabs + the measured loads): "
           f"{server_share:.2f} cores")
     print(f"paused during the busy loads: {pause}")
-    print(f"live workers CPU while busy: {workers_share:.2f} cores")
+    # a worker that ended during the loads takes its CPU time with it: then the share is not known
+    shown = f"{workers_share:.2f} cores" if workers_share >= 0 else "not known (a worker ended)"
+    print(f"live workers CPU while busy: {shown}")
     print(f"students' browser (nice 19{' + SCHED_IDLE' if students_idle else ''}) CPU while busy: "
           f"{students_share:.2f} cores")
     print(f"load average (1 min): {load_before:.2f} before the server started, {load_busy:.2f} before the "
