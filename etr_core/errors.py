@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 __all__ = [
     "CheckpointError",
@@ -31,6 +32,7 @@ __all__ = [
     "RunFolderBusyError",
     "RunFolderError",
     "one_line",
+    "show_warning_line",
     "user_message",
 ]
 
@@ -91,6 +93,11 @@ def one_line(text: str) -> str:
     """``text`` with its lines joined by "; " (messages that list files stay on one line)."""
     parts = [p.strip() for p in str(text).splitlines() if p.strip()]
     return "; ".join(parts)
+
+
+def show_warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A ``warnings.showwarning`` that prints ``warning: <the message on one line>`` (the CLI's form)."""
+    print(f"warning: {one_line(str(message))}", file=sys.stderr if file is None else file, flush=True)
 
 
 _ERRNO_TEXT = {

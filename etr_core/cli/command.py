@@ -16,7 +16,7 @@ from etr_core.cli.cmd_reproduce import add_reproduce_parser
 from etr_core.cli.cmd_train import add_train_parser
 from etr_core.cli.options import _Parser
 from etr_core.cli_resume import given_flags as _given_flags
-from etr_core.errors import one_line, user_message
+from etr_core.errors import show_warning_line, user_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,10 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_hessian_parser(sub)
     return parser
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {one_line(str(message))}", file=sys.stderr if file is None else file)
 
 
 def _check_environment() -> None:
@@ -90,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command_parser.error(f"--{flag.replace('_', '-')} is empty; give a folder path")
     with warnings.catch_warnings():
         if not debug:
-            warnings.showwarning = _show_warning
+            warnings.showwarning = show_warning_line
         try:
             _check_environment()
             return int(handler(args, command_parser) or 0)

@@ -120,8 +120,8 @@ class RunEngine:
     method that can no longer make progress. ``train_fn(config, callbacks=..., stop_event=...)``
     defaults to :func:`etr_core.training.train`; ``data`` (a shared, read-only dataset) is passed on
     as ``data=`` when given. ``warnings`` counts optimiser warnings per method. ``pause(should_stop)``,
-    when given, is called after every recorded step and returns the seconds it waited (the server's
-    page loads, :mod:`etr_core.live.foreground`); their sum is ``paused_seconds``.
+    when given, is called after every recorded step and may wait there (the server's page loads,
+    :mod:`etr_core.live.foreground`).
     """
 
     def __init__(
@@ -149,7 +149,6 @@ class RunEngine:
         self.data = data
         self.warnings = warnings
         self.pause = pause
-        self.paused_seconds = 0.0
         self.stop_reason: str | None = None
         self.statuses: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -213,7 +212,7 @@ class RunEngine:
                 if method.monitor is not None and method.monitor.on_step(row) is not None:
                     method.own_stop.set()
                 if engine.pause is not None:  # a page is being drawn: let it have the machine
-                    engine.paused_seconds += engine.pause(engine._stopping)
+                    engine.pause(engine._stopping)
                 baton = engine._baton
                 if baton is not None:
                     baton.advance(method.name, method.backprops if engine.schedule == "backprops"

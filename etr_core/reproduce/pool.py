@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from etr_core.errors import RunError, one_line, user_message
+from etr_core.errors import RunError, show_warning_line, user_message
 from etr_core.training import TrainConfig
 
 __all__ = ["MAX_JOBS", "RunError", "run_jobs", "threads_per_job"]
@@ -67,7 +67,7 @@ def _worker(conn: Connection) -> None:
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)  # Ctrl-C reaches the command alone, which interrupts each busy worker once
     _interrupt_when_parent_dies()
-    warnings.showwarning = _one_line_warning  # as the command prints its own
+    warnings.showwarning = show_warning_line  # as the command prints its own
     from etr_core.reproduce.runner import run_job
 
     while True:
@@ -93,10 +93,6 @@ def _worker(conn: Connection) -> None:
             return
         if reply[0] == "interrupted":
             return
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {one_line(str(message))}", file=sys.stderr if file is None else file, flush=True)
 
 
 def _interrupt_when_parent_dies() -> None:

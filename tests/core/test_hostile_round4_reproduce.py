@@ -65,12 +65,20 @@ def _workers(pid: int) -> list[int]:
     return found
 
 
+def _training(
+    out: Path, *, seeds: int, budget: int, started: int
+) -> tuple[subprocess.Popen, list[Path], list[int]]:
+    """``etr reproduce --jobs 2`` of ``seeds`` runs, once the first ``started`` runs are training:
+    the command, every run folder and the worker processes."""
+    dirs = _run_dirs(out, seeds)
+    proc = _popen(_reproduce(out, seeds=seeds, budget=budget, jobs=2))
+    _wait_for_metrics(proc, dirs[:started])
+    return proc, dirs, _workers(proc.pid)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
 def test_a_killed_worker_fails_only_its_run_in_one_line(tmp_path):
-    dirs = _run_dirs(tmp_path, 3)
-    proc = _popen(_reproduce(tmp_path, seeds=3, budget=1500, jobs=2))
-    _wait_for_metrics(proc, dirs[:1])
-    workers = _workers(proc.pid)
+    proc, dirs, workers = _training(tmp_path, seeds=3, budget=1500, started=1)
     assert len(workers) == 2, workers
     os.kill(workers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
@@ -223,10 +231,7 @@ def _alive(pids: list[int]) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
 def test_sighup_stops_the_command_and_its_workers_like_sigterm(tmp_path):
-    dirs = _run_dirs(tmp_path, 3)
-    proc = _popen(_reproduce(tmp_path, seeds=3, budget=200_000, jobs=2))
-    _wait_for_metrics(proc, dirs[:2])
-    workers = _workers(proc.pid)
+    proc, dirs, workers = _training(tmp_path, seeds=3, budget=200_000, started=2)
     proc.send_signal(signal.SIGHUP)  # the terminal was closed
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -239,10 +244,7 @@ def test_sighup_stops_the_command_and_its_workers_like_sigterm(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
 def test_workers_stop_when_the_command_is_killed_and_a_rerun_finishes(tmp_path):
-    dirs = _run_dirs(tmp_path, 2)
-    proc = _popen(_reproduce(tmp_path, seeds=2, budget=200_000, jobs=2))
-    _wait_for_metrics(proc, dirs)
-    workers = _workers(proc.pid)
+    proc, _, workers = _training(tmp_path, seeds=2, budget=200_000, started=2)
     assert len(workers) == 2
     proc.kill()
     proc.communicate(timeout=60)
