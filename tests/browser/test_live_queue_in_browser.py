@@ -73,6 +73,10 @@ def test_a_queued_tab_polls_rarely_then_switches_to_the_training_timer(server: s
         owner.wait_for_selector(CHART, timeout=180_000)
         _start(waiting, server)
         waiting.get_by_text(f"this page checks every {QUEUED_S} s").wait_for(timeout=120_000)
+        # the note can be drawn a moment before the progress bar of the same rerun
+        waiting.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')]"
+            ".some(e => e.innerText.includes('Queued:'))", timeout=30_000)
         assert "Queued:" in _status(waiting)
         assert _distinct_statuses(waiting, 6) <= 2  # the queued text, and at most one poll's change
 
