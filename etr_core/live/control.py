@@ -90,6 +90,7 @@ class RunControl:
         self.stop_requested_at: float | None = None
         self.thread: threading.Thread | None = None
         self.process: Any = None
+        self._launched = threading.Event()  # set once start() has started (or failed to start) the thread
 
     @property
     def waiting(self) -> bool:
@@ -116,11 +117,14 @@ class RunControl:
                 self.thread = threading.Thread(target=self._pump, args=(receiver, sender), name=self.name,
                                                daemon=True)
             stop_now = self.stop_reason is not None
-        if stop_now:
-            self.stop_event.set()
-        if self.process is not None:
-            start_process(self.process)
-        self.thread.start()
+        try:
+            if stop_now:
+                self.stop_event.set()
+            if self.process is not None:
+                start_process(self.process)
+            self.thread.start()
+        finally:
+            self._launched.set()
 
     def request_stop(self, reason: str) -> bool:
         """Signal Stop (the first reason is kept); returns whether the run had not started yet."""
@@ -138,7 +142,11 @@ class RunControl:
         thread = self.thread
         if thread is None:
             return True
-        thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._launched.wait(timeout)  # start() may be between creating the thread and starting it
+        if thread.ident is None:  # never started: its start failed, or start() has not got there yet
+            return self._launched.is_set()
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()
 
     def is_alive(self) -> bool:

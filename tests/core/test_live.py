@@ -695,3 +695,23 @@ def test_real_run_on_cuda_records_the_device() -> None:
     assert snap.status == "finished", (snap.message, run.tracebacks())
     assert snap.device == "cuda" and "on cuda" in run._running_message()
     assert snap.steps.groupby("method")["step"].max().to_dict() == {"TR_rms": 6, "Adam": 6}
+
+
+def test_join_while_another_thread_is_still_starting_the_worker(monkeypatch) -> None:
+    """stop_all_runs() may join a run that start() has created but not yet started: it waits."""
+    from etr_core.live import control
+
+    real_start = control.start_process
+
+    def slow_start(process):
+        time.sleep(1.0)
+        real_start(process)
+
+    monkeypatch.setattr(control, "start_process", slow_start)
+    run = LiveRun([FakeConfig("A", max_steps=3)], train_fn=fake_train, stall_rule=None)
+    starter = threading.Thread(target=run.start)
+    starter.start()
+    assert _wait(lambda: run._control.thread is not None, 10)
+    assert run.join(120)  # no "cannot join thread before it is started"
+    starter.join(10)
+    assert run.snapshot().status == "finished"
