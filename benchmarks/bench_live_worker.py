@@ -14,11 +14,19 @@ and loads the other page again ``--reps`` times. A load is timed from ``goto`` u
 drawn and the script run has finished. Medians are reported, with the server process's CPU share
 and the 1-minute load average. The live settings come from the environment (``ETR_LIVE_NICE``,
 ``ETR_LIVE_SCHED_IDLE``, ``ETR_LIVE_POLL_*``), so each can be measured on its own.
+``--interleave`` follows each busy load by one with every worker and student stopped (paired
+ratios on the same server, far less noisy than busy against idle). Each load also prints its
+phases: the HTML, the app's websocket opening, the chart drawn. ``--server-cpus``,
+``--client-cpus`` and ``--students-cpus`` pin the server (with its workers), the measured browser
+and the students' browser, so that the measured browser can have a core of its own, as a
+student's laptop would.
 
 Run from the repository root::
 
     ETR_DATA=DATA python3 benchmarks/bench_live_worker.py --memory --seconds 40
     python3 benchmarks/bench_live_worker.py --classroom --sessions 8 --reps 3
+    python3 benchmarks/bench_live_worker.py --classroom --sessions 8 --reps 6 --students-idle \
+        --interleave --server-cpus 1 --client-cpus 0 --students-cpus 1
 """
 
 from __future__ import annotations
@@ -99,13 +107,14 @@ def memory(dataset: str, seconds: float, max_train: int) -> None:
 # ------------------------------------------------------------------ classroom (real browser)
 
 
-def _server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def _server(env: dict[str, str], cpus: str | None = None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = open(ROOT / "artifacts" / "bench_classroom_streamlit.log", "w")
+    pin = ["taskset", "-c", cpus] if cpus else []  # the live workers inherit it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+        [*pin, sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -117,6 +126,16 @@ def _server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("the server did not become healthy")
+
+
+def _pinned(executable: str, cpus: str | None) -> str:
+    """``executable`` itself, or a wrapper script that starts it on ``cpus`` only (the measured browser)."""
+    if not cpus:
+        return executable
+    wrapper = ROOT / "artifacts" / "chromium_pinned.sh"
+    wrapper.write_text(f'#!/bin/sh\nexec taskset -c {cpus} "{executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 def _niced(executable: str, cpus: str | None = None, idle: bool = False) -> str:
@@ -205,6 +224,13 @@ def _descendants(root_pids: set[int]) -> list[int]:
     return found
 
 
+def _cpu_shares(server_pid: int, student_mains: set[int]) -> dict[str, float]:
+    """CPU seconds so far of the server process, its live workers and the students' browser."""
+    server = _cpu_seconds(server_pid)
+    return {"server": server, "students": _tree_cpu_seconds(student_mains),
+            "workers": _tree_cpu_seconds({server_pid}) - server}
+
+
 def _signal_all(pids: list[int], signum: int) -> None:
     for pid in pids:
         try:
@@ -213,15 +239,27 @@ def _signal_all(pids: list[int], signum: int) -> None:
             pass
 
 
+# per load: seconds to the first byte, to the app's websocket opening, to the chart drawn
+PHASES: list[tuple[float, float, float]] = []
+
+
 def _load(browser, url: str) -> float:
+    """Seconds from ``goto`` to the page's chart drawn and its script run finished; the phases (to
+    the HTML, to the app's websocket opening, to the chart drawn) are appended to :data:`PHASES`."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
+    opened: list[float] = []
+    page.on("websocket", lambda ws: opened.append(time.perf_counter()))
     try:
         start = time.perf_counter()
-        page.goto(url, wait_until="domcontentloaded", timeout=300_000)
+        page.goto(url, wait_until="commit", timeout=300_000)
+        first = time.perf_counter()
         page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=300_000)
+        chart = time.perf_counter()
         _idle(page)
-        return time.perf_counter() - start
+        total = time.perf_counter() - start
+        PHASES.append((first - start, (opened[0] if opened else chart) - start, chart - start))
+        return total
     finally:
         context.close()
 
@@ -251,19 +289,23 @@ def _start(tab) -> None:
 
 def classroom(
     sessions: int, reps: int, page_path: str, settle: float, students_cpus: str | None = None,
-    students_idle: bool = False, pause: str = "none",
+    students_idle: bool = False, pause: str = "none", interleave: bool = False,
+    server_cpus: str | None = None, client_cpus: str | None = None,
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     (ROOT / "artifacts").mkdir(exist_ok=True)
     load_before = os.getloadavg()[0]
-    proc, url = _server(dict(os.environ))
+    if client_cpus:  # this script and playwright's driver, which relay the measured browser's events
+        os.sched_setaffinity(0, {int(c) for c in client_cpus.split(",")})
+    proc, url = _server(dict(os.environ), server_cpus)
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
     try:
         with sync_playwright() as p:
             chromium = os.environ.get("ETR_CHROMIUM", "/usr/bin/chromium")
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
+            browser = p.chromium.launch(executable_path=_pinned(chromium, client_cpus), headless=True,
+                                        args=args)
             # The students' tabs stand for browsers on the students' own machines: they run in a
             # second browser at the lowest CPU priority, so that their chart drawing does not take
             # the measured tab's or the server's CPU on this one machine.
@@ -300,20 +342,27 @@ def classroom(
             if pause in ("students", "both"):
                 paused += list(student_mains) + _descendants(student_mains)
             _signal_all(paused, signal.SIGSTOP)
-            busy = []
+            busy, quiet = [], []
             load_busy = os.getloadavg()[0]
-            server_cpu = _cpu_seconds(proc.pid)
-            students_cpu = _tree_cpu_seconds(student_mains)
-            workers_cpu = _tree_cpu_seconds({proc.pid}) - _cpu_seconds(proc.pid)
-            busy_start = time.perf_counter()
+            used = {"server": 0.0, "students": 0.0, "workers": 0.0, "seconds": 0.0}
             for _ in range(reps):
+                before_cpu = _cpu_shares(proc.pid, student_mains)
+                start = time.perf_counter()
                 busy.append(_load(browser, target))
-                print(f"busy load (s): {busy[-1]:.2f}", flush=True)
-            busy_seconds = time.perf_counter() - busy_start
-            server_share = (_cpu_seconds(proc.pid) - server_cpu) / busy_seconds
-            students_share = (_tree_cpu_seconds(student_mains) - students_cpu) / busy_seconds
-            workers_now = _tree_cpu_seconds({proc.pid}) - _cpu_seconds(proc.pid)
-            workers_share = (workers_now - workers_cpu) / busy_seconds
+                used["seconds"] += time.perf_counter() - start
+                for key, value in _cpu_shares(proc.pid, student_mains).items():
+                    used[key] += value - before_cpu[key]
+                print(f"busy load (s): {busy[-1]:.2f} (HTML, websocket, chart at "
+                      f"{', '.join(f'{t:.2f}' for t in PHASES[-1])})", flush=True)
+                if interleave:  # the same server and tabs with every worker and student stopped
+                    stopped = _descendants({proc.pid}) + list(student_mains) + _descendants(student_mains)
+                    _signal_all(stopped, signal.SIGSTOP)
+                    quiet.append(_load(browser, target))
+                    _signal_all(stopped, signal.SIGCONT)
+                    print(f"quiet load (s): {quiet[-1]:.2f} (HTML, websocket, chart at "
+                          f"{', '.join(f'{t:.2f}' for t in PHASES[-1])})", flush=True)
+            server_share, students_share, workers_share = (
+                used[key] / used["seconds"] for key in ("server", "students", "workers"))
             _signal_all(paused, signal.SIGCONT)
             stop_nicing.set()
             students.close()
@@ -322,12 +371,20 @@ def classroom(
         proc.terminate()
         proc.wait(30)
     print(f"\nserver: streamlit run app.py; {sessions} live-page tabs ({training} training, {queued} queued "
-          f"when measured); page /{page_path}; {reps} loads each, medians\n")
+          f"when measured); page /{page_path}; {reps} loads each, medians; CPUs: server "
+          f"{server_cpus or 'all'}, measured browser {client_cpus or 'all'}, "
+          f"students {students_cpus or 'all'}\n")
     print("| server state | page load (s) | loads (s) |")
     print("|---|---|---|")
     for label, times in (("idle", idle), (f"{sessions} live sessions", busy)):
         print(f"| {label} | {statistics.median(times):.2f} | {', '.join(f'{t:.2f}' for t in times)} |")
     print(f"\nratio busy / idle: {statistics.median(busy) / statistics.median(idle):.2f}")
+    if quiet:
+        pairs = sorted(b / q for b, q in zip(busy, quiet))
+        print(f"busy / quiet, the same server with workers and students stopped, loads alternating: "
+              f"median {statistics.median(pairs):.2f} (pairs {', '.join(f'{r:.2f}' for r in pairs)}); "
+              f"quiet loads {', '.join(f'{t:.2f}' for t in quiet)} s, quiet / idle "
+              f"{statistics.median(quiet) / statistics.median(idle):.2f}")
     print(f"server process CPU while busy (polls of {sessions} tabs + the measured loads): "
           f"{server_share:.2f} cores")
     print(f"paused during the busy loads: {pause}")
@@ -359,12 +416,21 @@ def main() -> None:
     parser.add_argument("--pause", default="none", choices=["none", "workers", "students", "both"],
                         help="SIGSTOP the live workers and/or the students' browser during the busy loads "
                         "(to attribute the slowdown)")
+    parser.add_argument("--server-cpus", default=None,
+                        help="pin the server and its live workers to these CPUs (taskset list, e.g. 1)")
+    parser.add_argument("--client-cpus", default=None,
+                        help="pin the measured browser (and this script) to these CPUs (comma list, e.g. 0): "
+                        "with --server-cpus and --students-cpus on the other CPUs, the measured browser "
+                        "has a machine of its own, as a student's laptop would")
+    parser.add_argument("--interleave", action="store_true",
+                        help="after each busy load, one more with every worker and student stopped "
+                        "(paired ratios, less noise than busy against idle)")
     args = parser.parse_args()
     if args.memory:
         memory(args.dataset, args.seconds, args.max_train)
     if args.classroom:
         classroom(args.sessions, args.reps, args.page, args.settle, args.students_cpus, args.students_idle,
-                  args.pause)
+                  args.pause, args.interleave, args.server_cpus, args.client_cpus)
 
 
 if __name__ == "__main__":

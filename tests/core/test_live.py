@@ -715,3 +715,20 @@ def test_join_while_another_thread_is_still_starting_the_worker(monkeypatch) -> 
     assert run.join(120)  # no "cannot join thread before it is started"
     starter.join(10)
     assert run.snapshot().status == "finished"
+
+
+def test_every_live_setting_the_documents_name_exists() -> None:
+    """README and the benchmark notes name server settings; each must be one the server reads."""
+    import re
+    from pathlib import Path
+
+    from etr_core.live.settings import LIMITS
+
+    root = Path(__file__).resolve().parents[2]
+    named = set()
+    for doc in ("README.md", "docs/benchmarks/live.md", "docs/benchmarks.md"):
+        named |= set(re.findall(r"ETR_LIVE_[A-Z_]*[A-Z]", (root / doc).read_text()))
+    assert "ETR_LIVE_MAX_RUNS" in named
+    # a family written as ETR_LIVE_POLL_* is read as its prefix
+    unknown = [n for n in named if n not in LIMITS and not any(k.startswith(n + "_") for k in LIMITS)]
+    assert not unknown, unknown
