@@ -297,7 +297,11 @@ def classroom(
     (ROOT / "artifacts").mkdir(exist_ok=True)
     load_before = os.getloadavg()[0]
     if client_cpus:  # this script and playwright's driver, which relay the measured browser's events
-        os.sched_setaffinity(0, {int(c) for c in client_cpus.split(",")})
+        try:
+            os.sched_setaffinity(0, {int(c) for c in client_cpus.split(",")})
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"--client-cpus must be a comma list of this machine's CPUs (e.g. 0), "
+                             f"got {client_cpus!r}: {exc}") from None
     proc, url = _server(dict(os.environ), server_cpus)
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
