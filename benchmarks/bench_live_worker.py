@@ -25,8 +25,8 @@ Run from the repository root::
 
     ETR_DATA=DATA python3 benchmarks/bench_live_worker.py --memory --seconds 40
     python3 benchmarks/bench_live_worker.py --classroom --sessions 8 --reps 3
-    python3 benchmarks/bench_live_worker.py --classroom --sessions 8 --reps 6 --students-idle \
-        --interleave --server-cpus 1 --client-cpus 0 --students-cpus 1
+    python3 benchmarks/bench_live_worker.py --classroom --sessions 8 --reps 6 --interleave \
+        --server-cpus 1 --client-cpus 0 --students-cpus 1
 """
 
 from __future__ import annotations
