@@ -128,24 +128,17 @@ def _server(env: dict[str, str], cpus: str | None = None) -> tuple[subprocess.Po
     raise SystemExit("the server did not become healthy")
 
 
-def _pinned(executable: str, cpus: str | None) -> str:
-    """``executable`` itself, or a wrapper script that starts it on ``cpus`` only (the measured browser)."""
-    if not cpus:
-        return executable
-    wrapper = ROOT / "artifacts" / "chromium_pinned.sh"
-    wrapper.write_text(f'#!/bin/sh\nexec taskset -c {cpus} "{executable}" "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper)
-
-
-def _niced(executable: str, cpus: str | None = None, idle: bool = False) -> str:
-    """A wrapper script that starts ``executable`` at nice 19 (the students' browsers; chromium
-    resets its children's priority, so :func:`_keep_niced` holds them there), under Linux's
-    ``SCHED_IDLE`` policy too when ``idle`` (inherited by every process it starts)."""
-    wrapper = ROOT / "artifacts" / "chromium_niced.sh"
+def _launcher(executable: str, name: str, cpus: str | None = None, niced: bool = False,
+              idle: bool = False) -> str:
+    """A wrapper script ``artifacts/<name>.sh`` that starts ``executable`` on ``cpus`` only (all when
+    ``None``), at nice 19 when ``niced`` (the students' browsers; chromium resets its children's
+    priority, so :func:`_keep_niced` holds them there) and under Linux's ``SCHED_IDLE`` policy too
+    when ``idle`` (inherited by every process it starts)."""
+    wrapper = ROOT / "artifacts" / f"{name}.sh"
     pin = f"taskset -c {cpus} " if cpus else ""
     policy = "chrt --idle 0 " if idle else ""
-    wrapper.write_text(f'#!/bin/sh\nexec {pin}{policy}nice -n 19 "{executable}" "$@"\n')
+    nice = "nice -n 19 " if niced else ""
+    wrapper.write_text(f'#!/bin/sh\nexec {pin}{policy}{nice}"{executable}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -224,7 +217,7 @@ def _descendants(root_pids: set[int]) -> list[int]:
     return found
 
 
-def _cpu_shares(server_pid: int, student_mains: set[int]) -> dict[str, float]:
+def _cpu_seconds_by_part(server_pid: int, student_mains: set[int]) -> dict[str, float]:
     """CPU seconds so far of the server process, its live workers and the students' browser."""
     server = _cpu_seconds(server_pid)
     return {"server": server, "students": _tree_cpu_seconds(student_mains),
@@ -262,6 +255,10 @@ def _load(browser, url: str) -> float:
         return total
     finally:
         context.close()
+
+
+def _last_phases() -> str:
+    return f"(HTML, websocket, chart at {', '.join(f'{t:.2f}' for t in PHASES[-1])})"
 
 
 def _idle(page, timeout_ms: int = 300_000) -> None:
@@ -308,13 +305,14 @@ def classroom(
     try:
         with sync_playwright() as p:
             chromium = os.environ.get("ETR_CHROMIUM", "/usr/bin/chromium")
-            browser = p.chromium.launch(executable_path=_pinned(chromium, client_cpus), headless=True,
-                                        args=args)
+            measured = _launcher(chromium, "chromium_measured", client_cpus)
+            browser = p.chromium.launch(executable_path=measured, headless=True, args=args)
             # The students' tabs stand for browsers on the students' own machines: they run in a
             # second browser at the lowest CPU priority, so that their chart drawing does not take
             # the measured tab's or the server's CPU on this one machine.
             before = _browser_mains()
-            students = p.chromium.launch(executable_path=_niced(chromium, students_cpus, students_idle),
+            students = p.chromium.launch(executable_path=_launcher(
+                chromium, "chromium_students", students_cpus, niced=True, idle=students_idle),
                                          headless=True, args=args)
             stop_nicing = threading.Event()
             student_mains = _browser_mains() - before
@@ -350,21 +348,20 @@ def classroom(
             load_busy = os.getloadavg()[0]
             used = {"server": 0.0, "students": 0.0, "workers": 0.0, "seconds": 0.0}
             for _ in range(reps):
-                before_cpu = _cpu_shares(proc.pid, student_mains)
+                before_cpu = _cpu_seconds_by_part(proc.pid, student_mains)
                 start = time.perf_counter()
                 busy.append(_load(browser, target))
                 used["seconds"] += time.perf_counter() - start
-                for key, value in _cpu_shares(proc.pid, student_mains).items():
+                for key, value in _cpu_seconds_by_part(proc.pid, student_mains).items():
                     used[key] += value - before_cpu[key]
-                print(f"busy load (s): {busy[-1]:.2f} (HTML, websocket, chart at "
-                      f"{', '.join(f'{t:.2f}' for t in PHASES[-1])})", flush=True)
+                print(f"busy load (s): {busy[-1]:.2f} {_last_phases()}", flush=True)
                 if interleave:  # the same server and tabs with every worker and student stopped
-                    stopped = _descendants({proc.pid}) + list(student_mains) + _descendants(student_mains)
+                    stopped = [pid for pid in _descendants({proc.pid}) + list(student_mains)
+                               + _descendants(student_mains) if pid not in paused]  # --pause keeps its own
                     _signal_all(stopped, signal.SIGSTOP)
                     quiet.append(_load(browser, target))
                     _signal_all(stopped, signal.SIGCONT)
-                    print(f"quiet load (s): {quiet[-1]:.2f} (HTML, websocket, chart at "
-                          f"{', '.join(f'{t:.2f}' for t in PHASES[-1])})", flush=True)
+                    print(f"quiet load (s): {quiet[-1]:.2f} {_last_phases()}", flush=True)
             server_share, students_share, workers_share = (
                 used[key] / used["seconds"] for key in ("server", "students", "workers"))
             _signal_all(paused, signal.SIGCONT)
